@@ -89,7 +89,8 @@ def classifier_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Gene
             chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
             batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
         if len(batches) > 1 and len(batches[-1]) == 1:
-            batches[-2] = np.concatenate([batches[-2], batches.pop()])
+            leftover = batches.pop()
+            batches[-1] = np.concatenate([batches[-1], leftover])
         batches = [batches[i] for i in rng.permutation(len(batches))]
         batches = [b[np.argsort(-lengths[b], kind="stable")] for b in batches]
     return batches

@@ -279,7 +279,7 @@ class TextClassifier(nn.Sequential):
                 out, _, state = encoder(ids[:n_active, pos:end], state)
             if keeps_grad:
                 last, max_pool, sum_pool = self._update_pools(
-                    out.float(), pos, lengths[:n_active], window_start[:n_active], last, max_pool, sum_pool, n_rows)
+                    out.to(torch.promote_types(out.dtype, torch.float32)), pos, lengths[:n_active], window_start[:n_active], last, max_pool, sum_pool, n_rows)
             pos = end
         mean_pool = sum_pool / (lengths - window_start).unsqueeze(1).to(sum_pool.dtype)
         return torch.cat([last, max_pool, mean_pool], dim=1)

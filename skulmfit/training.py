@@ -168,6 +168,8 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
     for stage_index, (n_trainable, stage_epochs) in enumerate(stages):
         freeze_to(groups, n_trainable)
         last_stage = stage_index == len(stages) - 1
+        if last_stage:
+            stale = 0  # n_iter_no_change counts epochs of the final stage only
         epoch_batches = [classifier_batches(lengths, batch_size, rng) for _ in range(stage_epochs)]
         total_steps = sum(len(b) for b in epoch_batches)
         step = 0
