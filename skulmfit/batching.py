@@ -58,10 +58,11 @@ def lm_batches(rows: np.ndarray, seq_lengths: Sequence[int], start: int = 0) -> 
     ``seq_lengths`` must cover ``rows.shape[1] - 1`` positions (targets are shifted by one);
     ``start`` skips that many batches (for resuming).
     """
-    tensor = torch.from_numpy(np.ascontiguousarray(rows)).long()
     pos = sum(seq_lengths[:start])
     for length in seq_lengths[start:]:
-        yield tensor[:, pos:pos + length], tensor[:, pos + 1:pos + 1 + length]
+        # Copy one window at a time: ``rows`` may be a read-only memory map of a huge corpus.
+        window = torch.from_numpy(rows[:, pos:pos + length + 1].astype(np.int64))
+        yield window[:, :-1], window[:, 1:]
         pos += length
 
 

@@ -1,0 +1,469 @@
+"""``ULMFiTClassifier``: the whole ULMFiT recipe behind scikit-learn's ``fit`` / ``predict``."""
+from __future__ import annotations
+
+import io
+import math
+import numbers
+import warnings
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+from . import __version__
+from .model import AWDLSTMConfig, LanguageModel, TextClassifier
+from .pretrained import DEFAULT_MODEL, PretrainedLM, match_embeddings, resolve
+from .progress import ProgressBar, SilentProgress
+from .tokenizer import tokenize_many
+from .training import fine_tune_language_model, pooled_features, predict_logits, train_classifier
+from .vocab import Vocab
+
+# Sizes of the language model when ``pretrained=None``: the bundled model's shape.
+RANDOM_INIT_SIZES = dict(emb_size=128, hidden_size=384, n_layers=2)
+PREDICT_CHUNK = 4096  # documents tokenized at a time when predicting: bounds memory for any input size
+
+
+def _check_texts(X, name: str = "X") -> list[str]:
+    """A list of ``str`` from a list, tuple, array, pandas Series or other 1-D iterable of texts."""
+    if isinstance(X, str):
+        raise TypeError(f"{name} must be a sequence of texts, not a single str; wrap it in a list")
+    if hasattr(X, "ndim") and X.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one text per sample); got an array of shape {X.shape}")
+    if hasattr(X, "to_numpy"):  # pandas Series / Index
+        X = X.to_numpy()
+    if not isinstance(X, Iterable):
+        raise TypeError(f"{name} must be an iterable of str, got {type(X).__name__}")
+    texts = list(X)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            kind = "missing (None)" if text is None else (
+                "missing (NaN)" if isinstance(text, float) and math.isnan(text) else type(text).__name__)
+            raise TypeError(f"{name}[{i}] is {kind}; every sample must be a str (empty strings are fine)")
+    return texts
+
+
+class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
+    """Text classifier that fine-tunes a pretrained AWD-LSTM language model (ULMFiT).
+
+    ``fit`` runs the recipe of Howard & Ruder (2018): the pretrained language model is
+    fine-tuned on the training texts (discriminative learning rates, slanted triangular
+    schedule), then a classifier head on concat pooling is trained with gradual unfreezing;
+    long documents are read with BPT3C.
+
+    Parameters
+    ----------
+    pretrained : str, path or None, default="wiki-en-small"
+        A bundled model's name (see :func:`skulmfit.available_models`), a skulmfit weight file,
+        a folder or file of fastai WT103 weights, or ``None`` for random initialisation.
+    lm_epochs : int, default=2
+        Epochs of language-model fine-tuning on the training (and ``unlabeled``) texts; 0 skips it.
+    epochs : int, default=3
+        Classifier epochs with every layer trainable, after the gradual-unfreezing epochs
+        (one per layer group but the lowest).
+    lr : float, default=1e-2
+        Peak learning rate of the classifier's top layer group.
+    lm_lr : float, default=4e-3
+        Peak learning rate of the language model's top layer group.
+    batch_size : int, default=64
+        Documents per classifier batch and rows per language-model batch.
+    bptt : int, default=70
+        Back-propagation-through-time length of the language model and BPT3C chunk length.
+    max_len : int, default=1400
+        The classifier pools and backpropagates over each document's last ``max_len`` tokens;
+        earlier tokens only carry the hidden state, so memory is bounded for any length.
+    drop_mult : float, default=0.5
+        Multiplier of fastai's classifier dropouts; language-model fine-tuning uses fastai's LM
+        dropouts times ``2 * drop_mult``, so the default reproduces fastai's defaults for both.
+    bidirectional : bool, default=False
+        Fine-tune a forward and a backward model and average their probabilities.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        ``"bf16"`` uses bfloat16 autocast; ``"auto"`` does so on GPUs that support it.
+    max_vocab : int, default=30000
+        Size limit of the vocabulary (pretrained tokens plus new words from the training texts).
+    min_freq : int, default=2
+        A new word joins the vocabulary when it occurs at least this often in the training texts.
+    gradual_unfreezing, discriminative_lr, slanted_triangular : bool, default=True
+        Switch off one part of the recipe each (the paper's ablations).
+    validation_fraction : float or None, default=None
+        Hold out this stratified fraction of the labelled data to pick the best epoch.
+    n_iter_no_change : int or None, default=None
+        With ``validation_fraction``, stop when the held-out accuracy has not improved for this
+        many epochs of the final stage.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the loss.
+    memory : joblib.Memory, str or None, default=None
+        Caches the fine-tuned language model: refitting on the same texts with only classifier
+        parameters changed (as a grid search does) skips language-model fine-tuning.
+    random_state : int, RandomState or None, default=None
+        Seeds every random choice; the same value gives identical results on CPU.
+    verbose : int, default=0
+        1 shows a progress bar for every stage.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    vocab_ : list of Vocab
+        The vocabulary of each direction's model.
+    models_ : list of TextClassifier
+        The fine-tuned classifier of each direction (forward first).
+    history_ : list of dict
+        Loss (and validation accuracy) of every classifier epoch, per direction.
+    n_threads_ : int
+        Torch threads used while fitting.
+
+    Examples
+    --------
+    >>> from skulmfit import ULMFiTClassifier
+    >>> clf = ULMFiTClassifier(random_state=0).fit(texts, labels)  # doctest: +SKIP
+    >>> clf.predict(["what a wonderful film"])  # doctest: +SKIP
+    """
+
+    _parameter_constraints = {
+        "pretrained": [str, HasMethods("__fspath__"), None],
+        "lm_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "lm_lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
+        "bptt": [Interval(numbers.Integral, 5, None, closed="left")],
+        "max_len": [Interval(numbers.Integral, 1, None, closed="left")],
+        "drop_mult": [Interval(numbers.Real, 0, None, closed="left")],
+        "bidirectional": ["boolean"],
+        "device": [str, torch.device],
+        "precision": [StrOptions({"auto", "fp32", "bf16"})],
+        "max_vocab": [Interval(numbers.Integral, 16, None, closed="left")],
+        "min_freq": [Interval(numbers.Integral, 1, None, closed="left")],
+        "gradual_unfreezing": ["boolean"],
+        "discriminative_lr": ["boolean"],
+        "slanted_triangular": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "memory": [None, str, HasMethods("cache")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs=3, lr=1e-2, lm_lr=4e-3, batch_size=64,
+                 bptt=70, max_len=1400, drop_mult=0.5, bidirectional=False, device="auto", precision="auto",
+                 max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
+                 slanted_triangular=True, validation_fraction=None, n_iter_no_change=None, class_weight=None,
+                 memory=None, random_state=None, verbose=0):
+        self.pretrained = pretrained
+        self.lm_epochs = lm_epochs
+        self.epochs = epochs
+        self.lr = lr
+        self.lm_lr = lm_lr
+        self.batch_size = batch_size
+        self.bptt = bptt
+        self.max_len = max_len
+        self.drop_mult = drop_mult
+        self.bidirectional = bidirectional
+        self.device = device
+        self.precision = precision
+        self.max_vocab = max_vocab
+        self.min_freq = min_freq
+        self.gradual_unfreezing = gradual_unfreezing
+        self.discriminative_lr = discriminative_lr
+        self.slanted_triangular = slanted_triangular
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
+        self.memory = memory
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------------- fit
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, unlabeled=None):
+        """Fine-tune the language model on ``X`` (and ``unlabeled``), then train the classifier.
+
+        Parameters
+        ----------
+        X : sequence of str
+        y : array-like of shape (n_samples,)
+            Labels of any type scikit-learn accepts (str, int, bool).
+        unlabeled : sequence of str, optional
+            Extra texts used only for language-model fine-tuning (semi-supervised ULMFiT).
+
+        Returns
+        -------
+        self
+        """
+        texts = _check_texts(X)
+        extra = [] if unlabeled is None else _check_texts(unlabeled, "unlabeled")
+        y_encoded = self._check_targets(y, len(texts))
+        if self.n_iter_no_change is not None and self.validation_fraction is None:
+            raise ValueError("n_iter_no_change needs validation_fraction: early stopping watches a held-out split")
+        device = _resolve_device(self.device)
+        bf16 = _use_bf16(self.precision, device)
+        class_weight = self._class_weights(y_encoded)
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        progress = ProgressBar() if self.verbose else SilentProgress()
+        train_idx, valid_idx = self._split(y_encoded, seed)
+
+        tokens = tokenize_many(texts + extra)
+        self.n_threads_ = torch.get_num_threads()
+        self.vocab_, self.models_, self.history_ = [], [], []
+        directions = (False, True) if self.bidirectional else (False,)
+        for backwards in directions:
+            encoder = _cached(self.memory, fine_tune_encoder)(
+                tokens, self.pretrained, _fingerprint(self.pretrained), backwards,
+                dict(lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
+                     drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
+                     discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
+                     bf16=bf16),
+                seed, str(device), self.verbose)
+            vocab = Vocab(encoder["itos"])
+            docs = vocab.numericalize_many(tokens[: len(texts)])
+            config = AWDLSTMConfig(**encoder["sizes"]).for_classifier().scaled(self.drop_mult)
+            model = TextClassifier(config, len(self.classes_), bptt=self.bptt, max_len=self.max_len)
+            model[0].load_state_dict(encoder["encoder_state"])
+            with torch.random.fork_rng(devices=_cuda_devices(device)):
+                torch.manual_seed(seed + 1)
+                history = train_classifier(
+                    model, [docs[i] for i in train_idx], y_encoded[train_idx], epochs=self.epochs, lr=self.lr,
+                    batch_size=self.batch_size, device=device, rng=np.random.default_rng(seed + 1),
+                    reverse=backwards, class_weight=class_weight, gradual_unfreezing=self.gradual_unfreezing,
+                    discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
+                    validation=None if valid_idx is None else ([docs[i] for i in valid_idx], y_encoded[valid_idx]),
+                    n_iter_no_change=self.n_iter_no_change, progress=progress)
+            self.vocab_.append(vocab)
+            self.models_.append(model)
+            self.history_.append(history)
+        return self
+
+    def _check_targets(self, y, n_samples: int) -> np.ndarray:
+        if y is None:
+            raise ValueError("y is required: ULMFiTClassifier is supervised")
+        y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D (one label per text); got shape {y.shape}")
+        if len(y) != n_samples:
+            raise ValueError(f"X has {n_samples} texts but y has {len(y)} labels")
+        if n_samples == 0:
+            raise ValueError("X is empty: fit needs at least two texts of two classes")
+        for i, label in enumerate(y):
+            if label is None or (isinstance(label, float) and math.isnan(label)):
+                raise ValueError(f"y[{i}] is missing ({label}); every text needs a label")
+        check_classification_targets(y)
+        try:
+            self.classes_, encoded = np.unique(y, return_inverse=True)
+        except TypeError as error:
+            raise TypeError(f"the labels in y cannot be ordered (mixed types?): {error}") from None
+        if len(self.classes_) < 2:
+            raise ValueError(f"y has a single class ({self.classes_[0]!r}); a classifier needs at least two")
+        return encoded.astype(np.int64)
+
+    def _class_weights(self, y_encoded: np.ndarray) -> np.ndarray | None:
+        if self.class_weight is None:
+            return None
+        if self.class_weight == "balanced":
+            return compute_class_weight("balanced", classes=np.arange(len(self.classes_)), y=y_encoded)
+        unknown = set(self.class_weight) - set(self.classes_.tolist())
+        if unknown:
+            raise ValueError(f"class_weight names classes not in y: {sorted(map(str, unknown))}")
+        return np.array([float(self.class_weight.get(c, 1.0)) for c in self.classes_.tolist()])
+
+    def _split(self, y_encoded: np.ndarray, seed: int):
+        everything = np.arange(len(y_encoded))
+        if self.validation_fraction is None:
+            return everything, None
+        from sklearn.model_selection import train_test_split
+        counts = np.bincount(y_encoded)
+        stratify = y_encoded if counts.min() >= 2 else None
+        try:
+            return train_test_split(everything, test_size=self.validation_fraction, random_state=seed,
+                                    stratify=stratify)
+        except ValueError as error:
+            raise ValueError(f"validation_fraction={self.validation_fraction} cannot split {len(everything)} "
+                             f"samples: {error}") from None
+
+    # ------------------------------------------------------------------------- prediction
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``."""
+        probabilities = []
+        for chunk in self._chunks(X, pooled=False):
+            per_direction = [torch.softmax(torch.from_numpy(logits), 1).numpy() for logits in chunk]
+            probabilities.append(np.mean(per_direction, axis=0))
+        return np.concatenate(probabilities) if probabilities else np.zeros((0, len(self.classes_)))
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each text."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def transform(self, X) -> np.ndarray:
+        """Concat-pooled document embeddings from the fine-tuned encoder(s).
+
+        Shape (n_samples, 3 * emb_size), or twice that with ``bidirectional=True`` (forward
+        features first), ready for any other scikit-learn model.
+        """
+        chunks = [np.concatenate(chunk, axis=1) for chunk in self._chunks(X, pooled=True)]
+        width = sum(3 * m.config.emb_size for m in self.models_)
+        return np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
+
+    def _chunks(self, X, pooled: bool):
+        """For each block of :data:`PREDICT_CHUNK` texts, one output array per direction."""
+        check_is_fitted(self)
+        texts = _check_texts(X)
+        device = _resolve_device(self.device, fitted=True)
+        bf16 = _use_bf16(self.precision, device)
+        run = pooled_features if pooled else predict_logits
+        for start in range(0, len(texts), PREDICT_CHUNK):
+            tokens = tokenize_many(texts[start:start + PREDICT_CHUNK])
+            yield [run(model, vocab.numericalize_many(tokens), batch_size=self.batch_size, device=device,
+                       reverse=backwards, bf16=bf16)
+                   for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
+
+    # ------------------------------------------------------------------------- scikit-learn plumbing
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        return tags
+
+    def __getstate__(self):
+        """Torch modules travel as a ``torch.save`` blob of CPU tensors, so a model fitted on a GPU
+        loads on a machine without one."""
+        state = self.__dict__.copy()
+        if "models_" in state:
+            buffer = io.BytesIO()
+            torch.save([_model_spec(m) for m in state.pop("models_")], buffer)
+            state["_models_blob"] = buffer.getvalue()
+        state["_versions"] = {"skulmfit": __version__, "torch": torch.__version__}
+        return state
+
+    def __setstate__(self, state):
+        saved = state.pop("_versions", {})
+        current = {"skulmfit": __version__, "torch": torch.__version__}
+        for name, version in saved.items():
+            if version != current[name]:
+                warnings.warn(f"this model was saved with {name} {version} and is loaded with {name} "
+                              f"{current[name]}; predictions may differ", UserWarning, stacklevel=2)
+        blob = state.pop("_models_blob", None)
+        self.__dict__.update(state)
+        if blob is not None:
+            specs = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            self.models_ = [_model_from_spec(spec) for spec in specs]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _model_spec(model: TextClassifier) -> dict:
+    return {"config": {k: getattr(model.config, k) for k in model.config.__dataclass_fields__},
+            "n_classes": model[1].layers[-1].out_features, "bptt": model.bptt, "max_len": model.max_len,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def _model_from_spec(spec: dict) -> TextClassifier:
+    model = TextClassifier(AWDLSTMConfig(**spec["config"]), spec["n_classes"], spec["bptt"], spec["max_len"])
+    model.load_state_dict(spec["state_dict"])
+    return model.eval()
+
+
+def _resolve_device(device, fitted: bool = False) -> torch.device:
+    """``'auto'`` -> CUDA when available; an unavailable CUDA device is an error when fitting and a
+    warning (then CPU) when predicting with a model fitted elsewhere."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a valid torch device ('auto', 'cpu', 'cuda', 'cuda:1')") from None
+    if resolved.type == "cuda":
+        index = resolved.index or 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            message = f"device={device!r} is not available on this machine"
+            if not fitted:
+                raise ValueError(message + "; use device='auto' or 'cpu'")
+            warnings.warn(message + "; predicting on the CPU", UserWarning, stacklevel=3)
+            return torch.device("cpu")
+    elif resolved.type != "cpu":
+        raise ValueError(f"device={device!r}: only 'cpu' and CUDA devices are supported")
+    return resolved
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
+def _cuda_devices(device: torch.device) -> list:
+    return [device] if device.type == "cuda" else []
+
+
+def _cached(memory, function):
+    if memory is None:
+        return function
+    if isinstance(memory, str):
+        from joblib import Memory
+        memory = Memory(memory, verbose=0)
+    return memory.cache(function, ignore=["verbose"])
+
+
+def _fingerprint(pretrained) -> str | None:
+    """Identifies the weights behind ``pretrained`` for the cache: a changed file is a new key."""
+    if pretrained is None:
+        return None
+    from pathlib import Path
+    from .pretrained import _registry
+    registry = _registry()
+    if isinstance(pretrained, str) and pretrained in registry:
+        return str(registry[pretrained])
+    path = Path(pretrained)
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file()] \
+        if path.is_dir() else [(str(path), path.stat().st_size, path.stat().st_mtime_ns)] if path.exists() else []
+    return str(stats)
+
+
+def target_vocab(pretrained: PretrainedLM | None, tokens: list[list[str]], max_vocab: int, min_freq: int) -> Vocab:
+    """The pretrained vocabulary extended by the target texts' frequent new words (up to
+    ``max_vocab`` tokens in all), or the target texts' own vocabulary without a pretrained model."""
+    counts = Counter(t for doc in tokens for t in doc)
+    if pretrained is None:
+        return Vocab.from_counts(counts, max_size=max_vocab, min_freq=min_freq)
+    room = max(0, max_vocab - len(pretrained.itos))
+    return Vocab(pretrained.itos).extend(counts, max_new=room, min_freq=min_freq)
+
+
+def fine_tune_encoder(tokens: list[list[str]], pretrained, fingerprint, backwards: bool, settings: dict,
+                      seed: int, device: str, verbose: int) -> dict:
+    """Target-task language-model fine-tuning; returns the vocabulary, sizes and encoder weights.
+
+    A module-level function of plain inputs so that ``joblib.Memory`` can cache it; ``fingerprint``
+    is part of the cache key only.
+    """
+    lm_source = resolve(pretrained, backwards=backwards)
+    vocab = target_vocab(lm_source, tokens, settings["max_vocab"], settings["min_freq"])
+    if lm_source is None:
+        config = AWDLSTMConfig(len(vocab), **RANDOM_INIT_SIZES)
+    else:
+        config = AWDLSTMConfig(len(vocab), **{k: v for k, v in lm_source.config.sizes().items() if k != "vocab_size"})
+    with torch.random.fork_rng(devices=_cuda_devices(torch.device(device))):
+        torch.manual_seed(seed)
+        model = LanguageModel(config.scaled(settings["drop_mult"] * 2))
+        if lm_source is not None:
+            model.load_state_dict(match_embeddings(lm_source.state_dict, lm_source.itos, vocab.itos))
+        if settings["lm_epochs"] > 0:
+            fine_tune_language_model(
+                model, vocab.numericalize_many(tokens), epochs=settings["lm_epochs"], lr=settings["lm_lr"],
+                batch_size=settings["batch_size"], bptt=settings["bptt"], device=device,
+                rng=np.random.default_rng(seed), reverse=backwards, discriminative=settings["discriminative_lr"],
+                stlr=settings["slanted_triangular"], bf16=settings["bf16"],
+                progress=ProgressBar() if verbose else SilentProgress())
+    return {"itos": vocab.itos, "sizes": config.sizes(),
+            "encoder_state": {k: v.detach().cpu() for k, v in model[0].state_dict().items()}}

@@ -1,0 +1,293 @@
+"""Pretrain an AWD-LSTM language model on a folder of text: ``python -m skulmfit.pretrain``.
+
+The corpus is tokenized once, streaming, into a token-id cache (files named ``valid*`` are the
+validation split, every other ``*.txt`` / ``*.txt.gz`` file is training text; each non-empty
+line is one document). Training is resumable: a full checkpoint (model, optimizer, position in
+the stream, clock) goes to the cache folder every few minutes, and a run started again with the
+same cache folder continues from it. At every checkpoint the fp16 weights and a model card are
+also written to the output folder, so the latest weights can be committed at any time; with
+``--init`` a run on a fresh machine starts from such committed weights.
+
+Example::
+
+    python -m skulmfit.pretrain corpus/ out/ --name wiki-en-small --cache cache/ --hours 2
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .batching import bptt_lengths, lm_batches, lm_rows  # noqa: E402
+from .model import AWDLSTMConfig, LanguageModel  # noqa: E402
+from .pretrained import load_weights, save_weights  # noqa: E402
+from .tokenizer import tokenize_many  # noqa: E402
+from .training import evaluate_language_model, lm_train_step, make_optimizer  # noqa: E402
+from .vocab import Vocab  # noqa: E402
+
+LINES_PER_CHUNK = 20_000
+VALID_TOKENS = 250_000  # enough for a stable perplexity, cheap enough to measure at every checkpoint
+
+
+# ----------------------------------------------------------------------------- corpus cache
+
+def corpus_files(corpus: Path) -> tuple[list[Path], list[Path]]:
+    files = sorted(p for p in corpus.iterdir() if p.name.endswith((".txt", ".txt.gz")))
+    valid = [p for p in files if p.name.startswith("valid")]
+    train = [p for p in files if not p.name.startswith("valid")]
+    if not train or not valid:
+        raise SystemExit(f"{corpus} needs training files and a valid* file (*.txt or *.txt.gz)")
+    return train, valid
+
+
+def _read_lines(path: Path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                yield line
+
+
+def _chunks(lines, size):
+    chunk = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def tokenize_corpus(files: list[Path], cache: Path, token_ids: dict[str, int], n_jobs: int) -> tuple[list[Path], Counter]:
+    """Tokenizes each file into provisional ids and counts the tokens.
+
+    ``token_ids`` (token -> provisional id, grown here) keeps memory at one int32 per token
+    instead of a Python string; ids are mapped to the final vocabulary once all counts are known.
+    """
+    counts = Counter()
+    outputs = []
+    for path in files:
+        out = cache / (path.name.removesuffix(".gz").removesuffix(".txt") + ".raw.npy")
+        outputs.append(out)
+        pieces = []
+        started = time.perf_counter()
+        for chunk in _chunks(_read_lines(path), LINES_PER_CHUNK):
+            for tokens in tokenize_many(chunk, n_jobs=n_jobs):
+                pieces.append(np.fromiter((token_ids.setdefault(t, len(token_ids)) for t in tokens),
+                                          dtype=np.int32, count=len(tokens)))
+        ids = np.concatenate(pieces)
+        unique, freq = np.unique(ids, return_counts=True)
+        counts.update(dict(zip(unique.tolist(), freq.tolist())))
+        np.save(out, ids)
+        print(f"tokenized {path.name}: {len(ids):,} tokens in {time.perf_counter() - started:.0f} s", flush=True)
+    return outputs, counts
+
+
+def prepare_corpus(corpus: Path, cache: Path, vocab_size: int, min_freq: int, n_jobs: int):
+    """Token-id streams for training and validation and the vocabulary, from the cache when there.
+
+    The vocabulary comes from the training files only.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = {name: cache / f"{name}.ids.npy" for name in ("train", "valid")}
+    vocab_path = cache / "vocab.json"
+    if not (all(p.exists() for p in paths.values()) and vocab_path.exists()):
+        train_files, valid_files = corpus_files(corpus)
+        token_ids: dict[str, int] = {}
+        raw_train, train_counts = tokenize_corpus(train_files, cache, token_ids, n_jobs)
+        itos = list(token_ids)  # dicts keep insertion order: position = provisional id
+        vocab = Vocab.from_counts({itos[i]: c for i, c in train_counts.items()},
+                                  max_size=vocab_size, min_freq=min_freq)
+        raw_valid, _ = tokenize_corpus(valid_files, cache, token_ids, n_jobs)
+        final_id = np.array([vocab.stoi.get(t, 0) for t in token_ids], dtype=np.int32)
+        for name, files in (("train", raw_train), ("valid", raw_valid)):
+            np.save(paths[name], np.concatenate([final_id[np.load(p)] for p in files]))
+            for p in files:
+                p.unlink()
+        vocab_path.write_text(json.dumps(vocab.to_list()))
+    vocab = Vocab(json.loads(vocab_path.read_text()))
+    return np.load(paths["train"], mmap_mode="r"), np.load(paths["valid"]), vocab
+
+
+# ----------------------------------------------------------------------------- training
+
+def learning_rate(tokens_seen: int, planned_tokens: int, peak: float, warmup_tokens: int) -> float:
+    """Linear warm-up to ``peak``, then linear decay to a tenth of it at ``planned_tokens``."""
+    warm = min(1.0, (tokens_seen + 1) / max(1, warmup_tokens))
+    decay = 1.0 - 0.9 * min(1.0, tokens_seen / max(1, planned_tokens))
+    return peak * warm * decay
+
+
+def machine_description() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "skulmfit": __version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+class Checkpointer:
+    """Full resumable state in the cache folder, fp16 weights and model card in the output folder."""
+
+    def __init__(self, cache: Path, out: Path, name: str, backwards: bool):
+        direction = "bwd" if backwards else "fwd"
+        self.state_path = cache / f"checkpoint.{direction}.pt"
+        self.weights_path = out / f"{name}.{direction}.pt"
+        self.card_path = out / f"{name}.{direction}.json"
+        self.backwards = backwards
+
+    def save(self, model, optimizer, progress: dict, vocab: Vocab, card: dict) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress}, tmp)
+        tmp.replace(self.state_path)
+        card["sha256"] = None  # the file's own hash cannot be inside it; see the .json card
+        checksum = save_weights(self.weights_path, model, vocab.to_list(), backwards=self.backwards, card=card)
+        self.card_path.write_text(json.dumps({**card, "file": self.weights_path.name, "sha256": checksum}, indent=2))
+
+    def load(self):
+        if not self.state_path.exists():
+            return None
+        return torch.load(self.state_path, map_location="cpu", weights_only=False)
+
+
+def train(args: argparse.Namespace) -> None:
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cache, out = Path(args.cache), Path(args.out)
+    train_ids, valid_ids, vocab = prepare_corpus(Path(args.corpus), cache, args.vocab_size, args.min_freq, args.jobs)
+    if args.backwards:
+        train_ids, valid_ids = train_ids[::-1], valid_ids[::-1].copy()
+    valid_ids = valid_ids[:VALID_TOKENS]
+    config = AWDLSTMConfig(len(vocab), args.emb_size, args.hidden_size, args.layers).scaled(args.drop_mult)
+    model = LanguageModel(config)
+    groups = model.layer_groups()
+    optimizer = make_optimizer(groups, [args.lr] * len(groups), args.weight_decay)
+    checkpointer = Checkpointer(cache, out, args.name, args.backwards)
+    progress = {"tokens_seen": 0, "epoch": 0, "batch": 0, "seconds": 0.0, "log": []}
+
+    saved = checkpointer.load()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        progress = saved["progress"]
+        print(f"resuming from {checkpointer.state_path}: {progress['tokens_seen']:,} tokens seen", flush=True)
+    elif args.init:
+        init = load_weights(args.init)
+        if init.itos != vocab.to_list() or init.config.sizes() != config.sizes():
+            raise SystemExit(f"--init {args.init} does not match this corpus cache's vocabulary and sizes")
+        model.load_state_dict(init.state_dict)
+        progress.update({k: init.card.get(k, progress[k]) for k in ("tokens_seen", "seconds")})
+        progress["log"] = init.card.get("log", [])
+        print(f"starting from weights {args.init}: {progress['tokens_seen']:,} tokens seen", flush=True)
+
+    planned = int(args.planned_tokens)
+    deadline = time.perf_counter() + args.hours * 3600
+    rows = lm_rows(train_ids, args.batch_size)
+    tokens_per_checkpoint_timer = time.perf_counter()
+    while progress["tokens_seen"] < args.max_tokens and time.perf_counter() < deadline:
+        rng = np.random.default_rng(args.seed + progress["epoch"])
+        lengths = bptt_lengths(rows.shape[1] - 1, args.bptt, rng)
+        state = None
+        model.train()
+        window_start, window_tokens = time.perf_counter(), 0
+        for x, y in lm_batches(rows, lengths, start=progress["batch"]):
+            step_start = time.perf_counter()
+            lr = learning_rate(progress["tokens_seen"], planned, args.lr, args.warmup_tokens)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * x.size(1) / args.bptt
+            _, state = lm_train_step(model, optimizer, x, y, state, bf16=args.bf16)
+            progress["batch"] += 1
+            progress["tokens_seen"] += x.numel()
+            progress["seconds"] += time.perf_counter() - step_start
+            window_tokens += x.numel()
+            done = progress["tokens_seen"] >= args.max_tokens or time.perf_counter() >= deadline
+            if done or time.perf_counter() - tokens_per_checkpoint_timer >= args.checkpoint_minutes * 60:
+                _checkpoint(model, optimizer, progress, vocab, config, args, checkpointer, valid_ids,
+                            window_tokens / (time.perf_counter() - window_start))
+                window_start, window_tokens = time.perf_counter(), 0
+                tokens_per_checkpoint_timer = time.perf_counter()
+                model.train()
+            if done:
+                return
+        progress["epoch"] += 1
+        progress["batch"] = 0
+
+
+def _checkpoint(model, optimizer, progress, vocab, config, args, checkpointer, valid_ids, tokens_per_s):
+    valid_loss = evaluate_language_model(model, valid_ids, batch_size=args.batch_size, bptt=args.bptt, bf16=args.bf16)
+    entry = {"tokens_seen": progress["tokens_seen"], "train_seconds": round(progress["seconds"]),
+             "tokens_per_s": round(tokens_per_s), "valid_perplexity": round(math.exp(valid_loss), 2),
+             "lr": optimizer.param_groups[0]["lr"]}
+    progress["log"].append(entry)
+    print(json.dumps(entry), flush=True)
+    card = {
+        "name": args.name, "direction": "backward" if args.backwards else "forward",
+        "corpus": str(Path(args.corpus).resolve().name), "tokens_seen": progress["tokens_seen"],
+        "epochs_completed": progress["epoch"],
+        "vocab_size": len(vocab), "sizes": config.sizes(), "dropouts": {k: getattr(config, k) for k in
+                                                                        ("output_p", "hidden_p", "input_p", "embed_p", "weight_p")},
+        "valid_perplexity": entry["valid_perplexity"], "valid_tokens": len(valid_ids),
+        "seconds": progress["seconds"], "training": {k: v for k, v in vars(args).items() if k != "func"}, "machine": machine_description(),
+        "log": progress["log"],
+    }
+    checkpointer.save(model, optimizer, progress, vocab, card)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m skulmfit.pretrain", description=__doc__.split("\n")[0])
+    parser.add_argument("corpus", help="folder of *.txt / *.txt.gz files; valid* files are the validation split")
+    parser.add_argument("out", help="folder for the fp16 weights and the model card")
+    parser.add_argument("--name", default="wiki-en-small")
+    parser.add_argument("--cache", required=True, help="folder for the token cache and resumable checkpoints")
+    parser.add_argument("--backwards", action="store_true", help="train a backward (right-to-left) model")
+    parser.add_argument("--init", help="skulmfit weight file to start from when the cache holds no checkpoint")
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--min-freq", type=int, default=3)
+    parser.add_argument("--emb-size", type=int, default=128)
+    parser.add_argument("--hidden-size", type=int, default=384)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--drop-mult", type=float, default=0.2, help="times fastai's LM dropouts")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--bptt", type=int, default=70)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--warmup-tokens", type=float, default=2e6)
+    parser.add_argument("--planned-tokens", type=float, default=1e8, help="the learning rate decays over this many tokens")
+    parser.add_argument("--max-tokens", type=float, default=float("inf"), help="stop after this many tokens")
+    parser.add_argument("--hours", type=float, default=1.0, help="stop after this much wall time in this run")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CPUs with avx512_bf16, GPUs)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes for tokenizing the corpus")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

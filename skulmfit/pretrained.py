@@ -1,0 +1,185 @@
+"""Pretrained language-model weights: the bundled models, skulmfit's weight files, and the
+transfer of a pretrained embedding onto a target vocabulary.
+
+A weight file is ``torch.save`` of a plain dict (loadable with ``weights_only=True``)::
+
+    {"format": "skulmfit-awdlstm-1", "config": {vocab_size, emb_size, hidden_size, n_layers},
+     "itos": [...], "backwards": bool, "state_dict": {fastai v2 key: fp16 tensor}, "card": {...}}
+
+The two tied copies of the embedding (``0.encoder_dp.emb.weight`` and ``1.decoder.weight``) are
+not stored: :func:`load_weights` restores them, which halves the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .model import AWDLSTMConfig, LanguageModel
+
+FORMAT = "skulmfit-awdlstm-1"
+TIED_KEYS = ("0.encoder_dp.emb.weight", "1.decoder.weight")
+DEFAULT_MODEL = "wiki-en-small"
+
+
+@dataclass
+class PretrainedLM:
+    """A language model's sizes, vocabulary and fp32 state dict (all 16 fastai v2 keys)."""
+
+    config: AWDLSTMConfig
+    itos: list[str]
+    state_dict: dict[str, torch.Tensor]
+    backwards: bool = False
+    card: dict = field(default_factory=dict)
+
+    def build(self) -> LanguageModel:
+        model = LanguageModel(self.config)
+        model.load_state_dict(self.state_dict)
+        return model
+
+
+# ----------------------------------------------------------------------------- files
+
+def save_weights(path: str | Path, model: LanguageModel, itos: list[str], *, backwards: bool = False,
+                 card: dict | None = None) -> str:
+    """Writes ``model`` as an fp16 weight file; returns its SHA-256."""
+    state = {k: v.detach().to("cpu", torch.float16).clone() for k, v in model.state_dict().items()
+             if k not in TIED_KEYS}
+    payload = {"format": FORMAT, "config": model.config.sizes(), "itos": list(itos), "backwards": backwards,
+               "state_dict": state, "card": card or {}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return sha256(path)
+
+
+def load_weights(path: str | Path, expected_sha256: str | None = None) -> PretrainedLM:
+    """Reads a weight file written by :func:`save_weights`, checking its checksum when given."""
+    path = Path(path)
+    if expected_sha256 is not None and sha256(path) != expected_sha256:
+        raise ValueError(f"checksum mismatch for {path}: the file is corrupt or was replaced")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a skulmfit weight file (format {FORMAT!r})")
+    config = AWDLSTMConfig(**payload["config"])
+    state = {k: v.float() for k, v in payload["state_dict"].items()}
+    for key in TIED_KEYS:
+        state[key] = state["0.encoder.weight"]
+    if len(payload["itos"]) != config.vocab_size:
+        raise ValueError(f"{path}: vocabulary has {len(payload['itos'])} tokens, model {config.vocab_size}")
+    return PretrainedLM(config, payload["itos"], state, payload["backwards"], payload["card"])
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- bundled models
+
+def _weights_dir():
+    return resources.files("skulmfit") / "weights"
+
+
+def _registry() -> dict:
+    """``{name: {"forward": card, "backward": card}}`` from the model cards shipped with the weights.
+
+    Each card (``<name>.fwd.json`` / ``<name>.bwd.json``, written by ``skulmfit.pretrain``) names
+    its weight file and that file's SHA-256, so the cards are the only registry.
+    """
+    registry: dict[str, dict] = {}
+    folder = _weights_dir()
+    if not folder.is_dir():
+        return registry
+    for entry in folder.iterdir():
+        if entry.name.endswith((".fwd.json", ".bwd.json")):
+            card = json.loads(entry.read_text())
+            registry.setdefault(card["name"], {})[card["direction"]] = card
+    return registry
+
+
+def available_models() -> list[str]:
+    """Names of the language models bundled with skulmfit (usable as ``pretrained=``)."""
+    return sorted(_registry())
+
+
+def load_bundled(name: str, backwards: bool = False) -> PretrainedLM:
+    """Loads a bundled model by name, verifying its checksum; no network is used."""
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"unknown pretrained model {name!r}; bundled models: {available_models()}")
+    direction = "backward" if backwards else "forward"
+    entry = registry[name].get(direction)
+    if entry is None:
+        raise ValueError(f"pretrained model {name!r} has no {direction} weights")
+    with resources.as_file(_weights_dir() / entry["file"]) as path:
+        return load_weights(path, entry["sha256"])
+
+
+def resolve(pretrained: str | Path | None, backwards: bool = False) -> PretrainedLM | None:
+    """The language model meant by an estimator's ``pretrained`` parameter.
+
+    ``None`` means random initialisation; a bundled model's name loads that model; a path to a
+    skulmfit weight file loads it; a folder or file of fastai checkpoints goes through
+    :func:`skulmfit.fastai_import.load_fastai`.
+    """
+    if pretrained is None:
+        return None
+    if isinstance(pretrained, str) and pretrained in _registry():
+        return load_bundled(pretrained, backwards)
+    path = Path(pretrained)
+    if not path.exists():
+        raise ValueError(f"pretrained={pretrained!r} is neither a bundled model {available_models()} "
+                         "nor an existing file or folder")
+    if path.is_file() and _is_skulmfit_file(path):
+        lm = load_weights(path)
+        if lm.backwards != backwards:
+            raise ValueError(f"{path} holds a {'backward' if lm.backwards else 'forward'} model")
+        return lm
+    from .fastai_import import load_fastai
+    return load_fastai(path, backwards=backwards)
+
+
+def _is_skulmfit_file(path: Path) -> bool:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+# ----------------------------------------------------------------------------- vocabulary transfer
+
+def match_embeddings(state_dict: dict[str, torch.Tensor], old_itos: list[str],
+                     new_itos: list[str]) -> dict[str, torch.Tensor]:
+    """Re-indexes the embedding and decoder bias from ``old_itos`` to ``new_itos``.
+
+    Tokens the pretrained vocabulary lacks start from the mean embedding row and the mean
+    decoder bias (ULMFiT / fastai ``match_embeds``). Returns a new state dict with the tied
+    copies pointing at the same new matrix.
+    """
+    old_index = {token: i for i, token in enumerate(old_itos)}
+    rows = torch.tensor([old_index.get(t, -1) for t in new_itos])
+    known = rows >= 0
+    old_emb = state_dict["0.encoder.weight"]
+    new_emb = old_emb.mean(0, keepdim=True).repeat(len(new_itos), 1)
+    new_emb[known] = old_emb[rows[known]]
+    result = dict(state_dict)
+    for key in ("0.encoder.weight",) + TIED_KEYS:
+        if key in result:
+            result[key] = new_emb
+    if "1.decoder.bias" in result:
+        old_bias = state_dict["1.decoder.bias"]
+        new_bias = old_bias.mean().repeat(len(new_itos))
+        new_bias[known] = old_bias[rows[known]]
+        result["1.decoder.bias"] = new_bias
+    return result
