@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
@@ -102,7 +102,8 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         Weights of the classes in the loss.
     memory : joblib.Memory, str or None, default=None
         Caches the fine-tuned language model: refitting on the same texts with only classifier
-        parameters changed (as a grid search does) skips language-model fine-tuning.
+        parameters changed (as a grid search does) skips language-model fine-tuning. With
+        ``random_state=None`` a cached language model is reused as is, as a Pipeline's memory does.
     random_state : int, RandomState or None, default=None
         Seeds every random choice; the same value gives identical results on CPU.
     verbose : int, default=0
@@ -202,23 +203,25 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         """
         texts = _check_texts(X)
         extra = [] if unlabeled is None else _check_texts(unlabeled, "unlabeled")
-        y_encoded = self._check_targets(y, len(texts))
+        classes, y_encoded = self._check_targets(y, len(texts))
         if self.n_iter_no_change is not None and self.validation_fraction is None:
             raise ValueError("n_iter_no_change needs validation_fraction: early stopping watches a held-out split")
         device = _resolve_device(self.device)
         bf16 = _use_bf16(self.precision, device)
-        class_weight = self._class_weights(y_encoded)
+        class_weight = self._class_weights(classes, y_encoded)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         progress = ProgressBar() if self.verbose else SilentProgress()
         train_idx, valid_idx = self._split(y_encoded, seed)
 
         tokens = tokenize_many(texts + extra)
-        self.n_threads_ = torch.get_num_threads()
-        self.vocab_, self.models_, self.history_ = [], [], []
+        n_threads = torch.get_num_threads()
+        vocabs, models, histories = [], [], []
         directions = (False, True) if self.bidirectional else (False,)
         for backwards in directions:
-            encoder = _cached(self.memory, fine_tune_encoder)(
+            # With random_state=None the seed stays out of the cache key (as in a Pipeline's memory):
+            # otherwise every fit would draw a new seed and never reuse a cached language model.
+            encoder = _cached(self.memory, fine_tune_encoder, ignore_seed=self.random_state is None)(
                 tokens, self.pretrained, _fingerprint(self.pretrained), backwards,
                 dict(lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
                      drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
@@ -228,10 +231,10 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
             vocab = Vocab(encoder["itos"])
             docs = vocab.numericalize_many(tokens[: len(texts)])
             config = AWDLSTMConfig(**encoder["sizes"]).for_classifier().scaled(self.drop_mult)
-            model = TextClassifier(config, len(self.classes_), bptt=self.bptt, max_len=self.max_len)
-            model[0].load_state_dict(encoder["encoder_state"])
             with torch.random.fork_rng(devices=_cuda_devices(device)):
-                torch.manual_seed(seed + 1)
+                torch.manual_seed(seed + 1)  # before the head's random initialisation
+                model = TextClassifier(config, len(classes), bptt=self.bptt, max_len=self.max_len)
+                model[0].load_state_dict(encoder["encoder_state"])
                 history = train_classifier(
                     model, [docs[i] for i in train_idx], y_encoded[train_idx], epochs=self.epochs, lr=self.lr,
                     batch_size=self.batch_size, device=device, rng=np.random.default_rng(seed + 1),
@@ -239,42 +242,48 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
                     discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
                     validation=None if valid_idx is None else ([docs[i] for i in valid_idx], y_encoded[valid_idx]),
                     n_iter_no_change=self.n_iter_no_change, progress=progress)
-            self.vocab_.append(vocab)
-            self.models_.append(model)
-            self.history_.append(history)
+            vocabs.append(vocab)
+            models.append(model)
+            histories.append(history)
+        # Fitted attributes are set together at the end: a fit that fails leaves the estimator as it was.
+        self.classes_, self.vocab_, self.models_, self.history_ = classes, vocabs, models, histories
+        self.n_threads_ = n_threads
         return self
 
-    def _check_targets(self, y, n_samples: int) -> np.ndarray:
+    def _check_targets(self, y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(classes, encoded labels)``; checks ``y`` without setting any attribute."""
         if y is None:
             raise ValueError("y is required: ULMFiTClassifier is supervised")
-        y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+        y = y.to_numpy() if hasattr(y, "to_numpy") else y
+        # Missing labels are looked for before np.asarray, which turns NaN among str labels into 'nan'.
+        y, as_objects = np.asarray(y), np.asarray(y, dtype=object)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D (one label per text); got shape {y.shape}")
         if len(y) != n_samples:
             raise ValueError(f"X has {n_samples} texts but y has {len(y)} labels")
         if n_samples == 0:
             raise ValueError("X is empty: fit needs at least two texts of two classes")
-        for i, label in enumerate(y):
+        for i, label in enumerate(as_objects):
             if label is None or (isinstance(label, float) and math.isnan(label)):
                 raise ValueError(f"y[{i}] is missing ({label}); every text needs a label")
         check_classification_targets(y)
         try:
-            self.classes_, encoded = np.unique(y, return_inverse=True)
+            classes, encoded = np.unique(y, return_inverse=True)
         except TypeError as error:
             raise TypeError(f"the labels in y cannot be ordered (mixed types?): {error}") from None
-        if len(self.classes_) < 2:
-            raise ValueError(f"y has a single class ({self.classes_[0]!r}); a classifier needs at least two")
-        return encoded.astype(np.int64)
+        if len(classes) < 2:
+            raise ValueError(f"y has a single class ({classes.tolist()[0]!r}); a classifier needs at least two")
+        return classes, encoded.astype(np.int64)
 
-    def _class_weights(self, y_encoded: np.ndarray) -> np.ndarray | None:
+    def _class_weights(self, classes: np.ndarray, y_encoded: np.ndarray) -> np.ndarray | None:
         if self.class_weight is None:
             return None
         if self.class_weight == "balanced":
-            return compute_class_weight("balanced", classes=np.arange(len(self.classes_)), y=y_encoded)
-        unknown = set(self.class_weight) - set(self.classes_.tolist())
+            return compute_class_weight("balanced", classes=np.arange(len(classes)), y=y_encoded)
+        unknown = set(self.class_weight) - set(classes.tolist())
         if unknown:
             raise ValueError(f"class_weight names classes not in y: {sorted(map(str, unknown))}")
-        return np.array([float(self.class_weight.get(c, 1.0)) for c in self.classes_.tolist()])
+        return np.array([float(self.class_weight.get(c, 1.0)) for c in classes.tolist()])
 
     def _split(self, y_encoded: np.ndarray, seed: int):
         everything = np.arange(len(y_encoded))
@@ -302,7 +311,8 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each text."""
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is looked up
+        return self.classes_[proba.argmax(axis=1)]
 
     def transform(self, X) -> np.ndarray:
         """Concat-pooled document embeddings from the fine-tuned encoder(s).
@@ -379,10 +389,12 @@ def _resolve_device(device, fitted: bool = False) -> torch.device:
     warning (then CPU) when predicting with a model fitted elsewhere."""
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # A malformed device is an invalid parameter, as sklearn's own checks report it (a ValueError too).
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device={device!r} is not a valid torch device ('auto', 'cpu', 'cuda', 'cuda:1')") from None
+        raise InvalidParameterError(
+            f"device={device!r} is not a valid torch device ('auto', 'cpu', 'cuda', 'cuda:1')") from None
     if resolved.type == "cuda":
         index = resolved.index or 0
         if not torch.cuda.is_available() or index >= torch.cuda.device_count():
@@ -392,7 +404,7 @@ def _resolve_device(device, fitted: bool = False) -> torch.device:
             warnings.warn(message + "; predicting on the CPU", UserWarning, stacklevel=3)
             return torch.device("cpu")
     elif resolved.type != "cpu":
-        raise ValueError(f"device={device!r}: only 'cpu' and CUDA devices are supported")
+        raise InvalidParameterError(f"device={device!r}: only 'cpu' and CUDA devices are supported")
     return resolved
 
 
@@ -406,13 +418,13 @@ def _cuda_devices(device: torch.device) -> list:
     return [device] if device.type == "cuda" else []
 
 
-def _cached(memory, function):
+def _cached(memory, function, ignore_seed: bool = False):
     if memory is None:
         return function
     if isinstance(memory, str):
         from joblib import Memory
         memory = Memory(memory, verbose=0)
-    return memory.cache(function, ignore=["verbose"])
+    return memory.cache(function, ignore=["verbose", "seed"] if ignore_seed else ["verbose"])
 
 
 def _fingerprint(pretrained) -> str | None:

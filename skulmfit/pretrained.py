@@ -49,8 +49,10 @@ def save_weights(path: str | Path, model: LanguageModel, itos: list[str], *, bac
     """Writes ``model`` as an fp16 weight file; returns its SHA-256."""
     state = {k: v.detach().to("cpu", torch.float16).clone() for k, v in model.state_dict().items()
              if k not in TIED_KEYS}
+    # The card goes through JSON so that it holds plain types only: a str subclass such as
+    # torch.__version__ (TorchVersion) would make the file unloadable with weights_only=True.
     payload = {"format": FORMAT, "config": model.config.sizes(), "itos": list(itos), "backwards": backwards,
-               "state_dict": state, "card": card or {}}
+               "state_dict": state, "card": json.loads(json.dumps(card or {}))}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -64,7 +66,12 @@ def load_weights(path: str | Path, expected_sha256: str | None = None) -> Pretra
     path = Path(path)
     if expected_sha256 is not None and sha256(path) != expected_sha256:
         raise ValueError(f"checksum mismatch for {path}: the file is corrupt or was replaced")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = _torch_load(path)
+    except OSError:
+        raise
+    except Exception as error:  # not a torch file at all: torch raises KeyError, UnpicklingError, ...
+        raise ValueError(f"{path} is not a skulmfit weight file (format {FORMAT!r}): {error}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a skulmfit weight file (format {FORMAT!r})")
     config = AWDLSTMConfig(**payload["config"])
@@ -151,10 +158,18 @@ def resolve(pretrained: str | Path | None, backwards: bool = False) -> Pretraine
 
 def _is_skulmfit_file(path: Path) -> bool:
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        payload = _torch_load(path, mmap=True)
     except Exception:
         return False
     return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def _torch_load(path: Path, **kwargs):
+    """``torch.load`` with ``weights_only=True``, also accepting files whose card holds a
+    ``torch.__version__`` (written before :func:`save_weights` made cards plain JSON)."""
+    from torch.torch_version import TorchVersion
+    with torch.serialization.safe_globals([TorchVersion]):
+        return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
 
 
 # ----------------------------------------------------------------------------- vocabulary transfer

@@ -1,0 +1,93 @@
+"""Perplexity and unknown-token rate of pretrained language models on held-out text.
+
+Evaluates each weight file on (a) a held-out shard of the pretraining corpus (``--valid``,
+e.g. the Wikipedia ``valid.txt.gz``) and (b) WikiText-2 test (``--wikitext``), detokenized
+first (``@-@`` markers, `` 's`` and spaces before punctuation undone) so that skulmfit's own
+tokenizer sees running text. Perplexity counts every token, ``xxunk`` included, so it must be
+read together with the unknown-token rate. Results go to JSON and into the models' cards.
+
+    python benchmarks/lm_eval.py skulmfit/weights/wiki-en-small.fwd.pt skulmfit/weights/wiki-en-small.bwd.pt \\
+        --valid ../shared/data/lm-corpus/wikipedia-en/valid.txt.gz \\
+        --wikitext ../shared/data/lm-corpus/wikitext-2/wiki.test.tokens
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from skulmfit.pretrain import machine_description
+from skulmfit.pretrained import load_weights
+from skulmfit.tokenizer import tokenize_many
+from skulmfit.training import evaluate_language_model
+from skulmfit.vocab import Vocab
+
+
+def detokenize_wikitext(line: str) -> str:
+    line = line.replace(" @-@ ", "-").replace(" @,@ ", ",").replace(" @.@ ", ".")
+    line = re.sub(r" ([.,;:!?)\]'])", r"\1", line)
+    line = re.sub(r"([(\[]) ", r"\1", line)
+    return line.replace(" n't", "n't").replace(" 's", "'s")
+
+
+def read_lines(path: Path, max_tokens_hint: int) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    lines, words = [], 0
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("= "):  # WikiText section titles
+                continue
+            lines.append(line)
+            words += line.count(" ") + 1
+            if words >= max_tokens_hint:
+                break
+    return lines
+
+
+def evaluate(weights: Path, texts: list[str]) -> dict:
+    lm = load_weights(weights)
+    vocab = Vocab(lm.itos)
+    ids = np.concatenate(vocab.numericalize_many(tokenize_many(texts)))
+    if lm.backwards:
+        ids = ids[::-1].copy()
+    model = lm.build()
+    start = time.perf_counter()
+    loss = evaluate_language_model(model, ids, batch_size=32, bptt=70)
+    return {"perplexity": round(math.exp(loss), 2), "tokens": int(len(ids)),
+            "unknown_rate": round(float(np.mean(ids == vocab.unk_id)), 4),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("weights", nargs="+", type=Path)
+    parser.add_argument("--valid", type=Path, required=True, help="held-out shard of the pretraining corpus")
+    parser.add_argument("--wikitext", type=Path, required=True, help="WikiText-2 wiki.test.tokens")
+    parser.add_argument("--max-words", type=int, default=500_000)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lm_eval.json")
+    parser.add_argument("--update-cards", action="store_true", help="write the figures into each model's card")
+    args = parser.parse_args()
+    texts = {"wikipedia_valid": read_lines(args.valid, args.max_words),
+             "wikitext2_test": [detokenize_wikitext(t) for t in read_lines(args.wikitext, args.max_words)]}
+    results = {"machine": machine_description(), "models": {}}
+    for weights in args.weights:
+        entry = results["models"][weights.name] = {name: evaluate(weights, t) for name, t in texts.items()}
+        print(weights.name, json.dumps(entry), flush=True)
+        card_path = weights.with_suffix(".json")
+        if args.update_cards and card_path.exists():
+            card = json.loads(card_path.read_text())
+            card["evaluation"] = entry
+            card_path.write_text(json.dumps(card, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

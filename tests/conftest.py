@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny separable text task and tiny pretrained weight files.
+
+Everything here is small on purpose (an 8-dimensional embedding, 24 texts): the estimator tests
+check behaviour, not accuracy, and must stay fast on a busy two-core machine.
+"""
+import pytest
+import torch
+
+from skulmfit.model import AWDLSTMConfig, LanguageModel
+from skulmfit.pretrained import save_weights
+from skulmfit.tokenizer import tokenize_many
+from skulmfit.vocab import Vocab
+
+POS = ["a great film", "wonderful acting", "great and wonderful", "truly great story",
+       "wonderful music", "a great cast", "so great", "wonderful"]
+NEG = ["an awful film", "boring acting", "awful and boring", "truly awful story",
+       "boring music", "an awful cast", "so boring", "awful"]
+NEU = ["an okay film", "average acting", "okay and average", "truly average story",
+       "okay music", "an average cast", "so okay", "average"]
+
+TINY_SIZES = dict(emb_size=8, hidden_size=16, n_layers=2)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test, restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def binary_task():
+    """32 texts, labels "pos" / "neg" (separable by their words)."""
+    return POS + NEG + POS[::-1] + NEG[::-1], ["pos"] * 8 + ["neg"] * 8 + ["pos"] * 8 + ["neg"] * 8
+
+
+@pytest.fixture(scope="session")
+def three_class_task():
+    """24 texts, labels "pos" / "neg" / "neu" in blocks of 8."""
+    return POS + NEG + NEU, ["pos"] * 8 + ["neg"] * 8 + ["neu"] * 8
+
+
+@pytest.fixture(scope="session")
+def tiny_itos():
+    return Vocab.build(tokenize_many(POS + NEG + NEU), min_freq=1).itos
+
+
+def _tiny_weights(path, itos, backwards, seed):
+    torch.manual_seed(seed)
+    model = LanguageModel(AWDLSTMConfig(vocab_size=len(itos), **TINY_SIZES))
+    save_weights(path, model, itos, backwards=backwards, card={"name": "tiny"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory, tiny_itos):
+    """Path of a tiny forward skulmfit weight file whose vocabulary covers the tiny tasks."""
+    return _tiny_weights(tmp_path_factory.mktemp("weights") / "tiny.fwd.pt", tiny_itos, False, 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_bwd(tmp_path_factory, tiny_itos):
+    """The same as :func:`tiny_weights` for a backward model."""
+    return _tiny_weights(tmp_path_factory.mktemp("weights") / "tiny.bwd.pt", tiny_itos, True, 1)
