@@ -188,7 +188,7 @@ def _pick_weights_file(folder: Path, backwards: bool) -> Path:
     wanted = [f for f in full if _direction_of(f) == backwards]
     if len(wanted) != 1:
         raise ValueError(f"{folder} holds several weights files ({', '.join(f.name for f in full)}) and "
-                         f"{'no' if not wanted else 'more than one'} is named as the "
+                         f"{'none' if not wanted else 'more than one'} is named as the "
                          f"{'backward' if backwards else 'forward'} model; pass the file itself")
     return wanted[0]
 

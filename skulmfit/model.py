@@ -278,8 +278,9 @@ class TextClassifier(nn.Sequential):
             with torch.set_grad_enabled(keeps_grad and torch.is_grad_enabled()):
                 out, _, state = encoder(ids[:n_active, pos:end], state)
             if keeps_grad:
+                out = out.to(torch.promote_types(out.dtype, torch.float32))  # pool bf16 in fp32
                 last, max_pool, sum_pool = self._update_pools(
-                    out.to(torch.promote_types(out.dtype, torch.float32)), pos, lengths[:n_active], window_start[:n_active], last, max_pool, sum_pool, n_rows)
+                    out, pos, lengths[:n_active], window_start[:n_active], last, max_pool, sum_pool, n_rows)
             pos = end
         mean_pool = sum_pool / (lengths - window_start).unsqueeze(1).to(sum_pool.dtype)
         return torch.cat([last, max_pool, mean_pool], dim=1)

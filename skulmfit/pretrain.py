@@ -161,9 +161,11 @@ class Checkpointer:
         tmp = self.state_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress}, tmp)
         tmp.replace(self.state_path)
-        card["sha256"] = None  # the file's own hash cannot be inside it; see the .json card
         checksum = save_weights(self.weights_path, model, vocab.to_list(), backwards=self.backwards, card=card)
-        self.card_path.write_text(json.dumps({**card, "file": self.weights_path.name, "sha256": checksum}, indent=2))
+        # The card carries the weight file's checksum, so it cannot live inside that file.
+        tmp_card = self.card_path.with_suffix(".tmp")
+        tmp_card.write_text(json.dumps({**card, "file": self.weights_path.name, "sha256": checksum}, indent=2))
+        tmp_card.replace(self.card_path)
 
     def load(self):
         if not self.state_path.exists():
@@ -249,7 +251,8 @@ def _checkpoint(model, optimizer, progress, vocab, config, args, checkpointer, v
         "vocab_size": len(vocab), "sizes": config.sizes(), "dropouts": {k: getattr(config, k) for k in
                                                                         ("output_p", "hidden_p", "input_p", "embed_p", "weight_p")},
         "valid_perplexity": entry["valid_perplexity"], "valid_tokens": len(valid_ids),
-        "seconds": progress["seconds"], "training": {k: v for k, v in vars(args).items() if k != "func"}, "machine": machine_description(),
+        "seconds": progress["seconds"], "machine": machine_description(),
+        "training": {k: (None if v == float("inf") else v) for k, v in vars(args).items()},  # JSON has no inf
         "log": progress["log"],
     }
     checkpointer.save(model, optimizer, progress, vocab, card)

@@ -97,14 +97,15 @@ def _weights_dir():
     return resources.files("skulmfit") / "weights"
 
 
-def _registry() -> dict:
-    """``{name: {"forward": card, "backward": card}}`` from the model cards shipped with the weights.
+def _registry(folder=None) -> dict:
+    """``{name: {"forward": card, "backward": card}}`` from the model cards in ``folder``.
 
     Each card (``<name>.fwd.json`` / ``<name>.bwd.json``, written by ``skulmfit.pretrain``) names
-    its weight file and that file's SHA-256, so the cards are the only registry.
+    its weight file and that file's SHA-256, so the cards are the only registry. The default
+    folder holds the models bundled with the package.
     """
     registry: dict[str, dict] = {}
-    folder = _weights_dir()
+    folder = _weights_dir() if folder is None else folder
     if not folder.is_dir():
         return registry
     for entry in folder.iterdir():
@@ -119,16 +120,17 @@ def available_models() -> list[str]:
     return sorted(_registry())
 
 
-def load_bundled(name: str, backwards: bool = False) -> PretrainedLM:
-    """Loads a bundled model by name, verifying its checksum; no network is used."""
-    registry = _registry()
+def load_bundled(name: str, backwards: bool = False, folder=None) -> PretrainedLM:
+    """Loads a model by name from ``folder`` (default: the bundled models), verifying its checksum."""
+    folder = _weights_dir() if folder is None else folder
+    registry = _registry(folder)
     if name not in registry:
-        raise ValueError(f"unknown pretrained model {name!r}; bundled models: {available_models()}")
+        raise ValueError(f"unknown pretrained model {name!r}; available: {sorted(registry)}")
     direction = "backward" if backwards else "forward"
     entry = registry[name].get(direction)
     if entry is None:
         raise ValueError(f"pretrained model {name!r} has no {direction} weights")
-    with resources.as_file(_weights_dir() / entry["file"]) as path:
+    with resources.as_file(folder / entry["file"]) as path:
         return load_weights(path, entry["sha256"])
 
 
@@ -136,7 +138,8 @@ def resolve(pretrained: str | Path | None, backwards: bool = False) -> Pretraine
     """The language model meant by an estimator's ``pretrained`` parameter.
 
     ``None`` means random initialisation; a bundled model's name loads that model; a path to a
-    skulmfit weight file loads it; a folder or file of fastai checkpoints goes through
+    skulmfit weight file loads it; a folder written by ``skulmfit.pretrain`` (one model, forward
+    and/or backward) loads the direction asked for; any other folder or file goes through
     :func:`skulmfit.fastai_import.load_fastai`.
     """
     if pretrained is None:
@@ -152,6 +155,12 @@ def resolve(pretrained: str | Path | None, backwards: bool = False) -> Pretraine
         if lm.backwards != backwards:
             raise ValueError(f"{path} holds a {'backward' if lm.backwards else 'forward'} model")
         return lm
+    if path.is_dir():
+        models = _registry(path)
+        if len(models) > 1:
+            raise ValueError(f"{path} holds several skulmfit models {sorted(models)}; pass one weight file")
+        if models:
+            return load_bundled(next(iter(models)), backwards, folder=path)
     from .fastai_import import load_fastai
     return load_fastai(path, backwards=backwards)
 

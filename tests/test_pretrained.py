@@ -234,7 +234,7 @@ def test_registry_from_model_cards(registry_dir):
     forward, backward = load_bundled("tiny"), load_bundled("tiny", backwards=True)
     assert forward.backwards is False and backward.backwards is True
     assert resolve("tiny", backwards=True).backwards is True
-    with pytest.raises(ValueError, match=r"unknown pretrained model 'other'; bundled models: \['tiny'\]"):
+    with pytest.raises(ValueError, match=r"unknown pretrained model 'other'; available: \['tiny'\]"):
         load_bundled("other")
 
 
@@ -253,8 +253,24 @@ def test_registry_with_one_direction_only(registry_dir):
         load_bundled("tiny", backwards=True)
 
 
+def test_a_pretrain_output_folder_is_a_pretrained_model(registry_dir, binary_task):
+    """``pretrained=<folder written by skulmfit.pretrain>`` gives each direction its own file."""
+    assert resolve(str(registry_dir)).backwards is False
+    assert resolve(registry_dir, backwards=True).backwards is True
+    texts, y = binary_task
+    clf = ULMFiTClassifier(str(registry_dir), bidirectional=True, lm_epochs=1, epochs=1, batch_size=8, bptt=10,
+                           random_state=0).fit(texts, y)
+    assert clf.predict_proba(texts).shape == (len(texts), 2)
+
+
+def test_a_folder_with_two_models_is_ambiguous(registry_dir):
+    card = json.loads((registry_dir / "tiny.fwd.json").read_text())
+    (registry_dir / "other.fwd.json").write_text(json.dumps({**card, "name": "other"}))
+    with pytest.raises(ValueError, match="several skulmfit models"):
+        resolve(registry_dir)
+
+
 def test_bidirectional_estimator_on_a_registered_pair(registry_dir, binary_task):
-    """The one way to use a forward+backward pair of weight files is a registered name."""
     texts, y = binary_task
     clf = ULMFiTClassifier("tiny", bidirectional=True, lm_epochs=1, epochs=1, batch_size=8, bptt=10,
                            random_state=0).fit(texts, y)
