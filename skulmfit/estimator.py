@@ -27,6 +27,8 @@ from .vocab import Vocab
 
 # Sizes of the language model when ``pretrained=None``: the bundled model's shape.
 RANDOM_INIT_SIZES = dict(emb_size=128, hidden_size=384, n_layers=2)
+AUTO_EPOCHS_UPDATES = 300  # epochs="auto": about this many updates in the final stage...
+AUTO_EPOCHS_RANGE = (2, 20)  # ...within these bounds (measured on TREC-6 and SST-2 at 500 labels)
 PREDICT_CHUNK = 4096  # documents tokenized at a time when predicting: bounds memory for any input size
 
 
@@ -64,14 +66,15 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         a folder or file of fastai WT103 weights, or ``None`` for random initialisation.
     lm_epochs : int, default=2
         Epochs of language-model fine-tuning on the training (and ``unlabeled``) texts; 0 skips it.
-    epochs : int, default=3
+    epochs : int or "auto", default="auto"
         Classifier epochs with every layer trainable, after the gradual-unfreezing epochs
-        (one per layer group but the lowest).
-    lr : float, default=1e-2
+        (one per layer group but the lowest). ``"auto"`` gives small training sets more
+        epochs: enough for about 300 updates, between 2 and 20 epochs.
+    lr : float, default=5e-2
         Peak learning rate of the classifier's top layer group.
     lm_lr : float, default=4e-3
         Peak learning rate of the language model's top layer group.
-    batch_size : int, default=64
+    batch_size : int, default=32
         Documents per classifier batch and rows per language-model batch.
     bptt : int, default=70
         Back-propagation-through-time length of the language model and BPT3C chunk length.
@@ -120,6 +123,8 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         Loss (and validation accuracy) of every classifier epoch, per direction.
     n_threads_ : int
         Torch threads used while fitting.
+    epochs_ : int
+        Classifier epochs of the final stage (``epochs`` resolved).
 
     Examples
     --------
@@ -131,7 +136,7 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
     _parameter_constraints = {
         "pretrained": [str, HasMethods("__fspath__"), None],
         "lm_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
-        "epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "epochs": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "lm_lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
@@ -154,7 +159,7 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs=3, lr=1e-2, lm_lr=4e-3, batch_size=64,
+    def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs="auto", lr=5e-2, lm_lr=4e-3, batch_size=32,
                  bptt=70, max_len=1400, drop_mult=0.5, bidirectional=False, device="auto", precision="auto",
                  max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
                  slanted_triangular=True, validation_fraction=None, n_iter_no_change=None, class_weight=None,
@@ -214,6 +219,7 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         progress = ProgressBar() if self.verbose else SilentProgress()
         train_idx, valid_idx = self._split(y_encoded, seed)
 
+        epochs = self._final_epochs(len(train_idx))
         tokens = tokenize_many(texts + extra)
         n_threads = torch.get_num_threads()
         vocabs, models, histories = [], [], []
@@ -236,7 +242,7 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
                 model = TextClassifier(config, len(classes), bptt=self.bptt, max_len=self.max_len)
                 model[0].load_state_dict(encoder["encoder_state"])
                 history = train_classifier(
-                    model, [docs[i] for i in train_idx], y_encoded[train_idx], epochs=self.epochs, lr=self.lr,
+                    model, [docs[i] for i in train_idx], y_encoded[train_idx], epochs=epochs, lr=self.lr,
                     batch_size=self.batch_size, device=device, rng=np.random.default_rng(seed + 1),
                     reverse=backwards, class_weight=class_weight, gradual_unfreezing=self.gradual_unfreezing,
                     discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
@@ -247,8 +253,14 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
             histories.append(history)
         # Fitted attributes are set together at the end: a fit that fails leaves the estimator as it was.
         self.classes_, self.vocab_, self.models_, self.history_ = classes, vocabs, models, histories
-        self.n_threads_ = n_threads
+        self.n_threads_, self.epochs_ = n_threads, epochs
         return self
+
+    def _final_epochs(self, n_train: int) -> int:
+        if self.epochs != "auto":
+            return self.epochs
+        updates_per_epoch = math.ceil(n_train / self.batch_size)
+        return int(np.clip(math.ceil(AUTO_EPOCHS_UPDATES / updates_per_epoch), *AUTO_EPOCHS_RANGE))
 
     def _check_targets(self, y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
         """``(classes, encoded labels)``; checks ``y`` without setting any attribute."""

@@ -168,7 +168,7 @@ def test_empty_strings_are_valid_texts(tiny_weights, binary_task):
     proba = clf.predict_proba(["", "great", ""])
     assert proba.shape == (3, 2)
     np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-6)
-    np.testing.assert_array_equal(proba[0], proba[2])
+    np.testing.assert_allclose(proba[0], proba[2], atol=1e-6)  # same text, rows of one batch: float rounding only
     assert set(clf.predict([""])) <= {"pos", "neg"}
 
 
