@@ -5,8 +5,11 @@ epoch of each stage, so a fit takes a fraction of a second; the bundled model is
 """
 import copy
 import io
+import json
 import os
 import pickle
+import subprocess
+import sys
 import warnings
 
 import joblib
@@ -596,15 +599,27 @@ def test_unlabeled_texts_feed_language_model_fine_tuning(tiny_weights, binary_ta
 
 def test_a_million_token_document_trains_and_predicts_in_bounded_memory(tiny_weights, binary_task):
     """BPT3C: only the last max_len tokens keep activations, so a 1,000,000-token document fits
-    and predicts with memory far below what full backpropagation through it would need."""
-    import resource
+    and predicts with memory far below what full backpropagation through it would need.
+
+    Runs in a fresh process: ru_maxrss is a high-water mark, which earlier tests would mask."""
     texts, y = binary_task
-    huge = "great " * 1_000_000
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    clf = make(tiny_weights, lm_epochs=0, max_len=1000).fit([huge, *texts], [y[0], *y])
-    proba = clf.predict_proba([huge, texts[0]])
-    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert proba.shape == (2, 2) and np.isfinite(proba).all()
+    script = f"""
+import json, resource, sys
+import numpy as np
+from skulmfit import ULMFiTClassifier
+texts, y = json.loads(sys.argv[1])
+huge = "great " * 1_000_000
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+clf = ULMFiTClassifier(pretrained={str(tiny_weights)!r}, **{TINY!r}).set_params(lm_epochs=0, max_len=1000)
+clf.fit([huge, *texts], [y[0], *y])
+proba = clf.predict_proba([huge, texts[0]])
+assert proba.shape == (2, 2) and np.isfinite(proba).all()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+    done = subprocess.run([sys.executable, "-c", script, json.dumps([texts, list(y)])],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    grown_mib = float(done.stdout.split()[-1])
     # Backpropagating through all 1M positions would keep about 200 floats of LSTM gates and states
     # per position even for this tiny model (~800 MB); bounded BPT3C grew by ~170 MiB when written
     # (token lists and padded id batches of 1M entries).
