@@ -21,9 +21,10 @@ NEU = ["an okay film", "average acting", "okay and average", "truly average stor
 TINY_SIZES = dict(emb_size=8, hidden_size=16, n_layers=2)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True, scope="session")
 def one_thread():
-    """Torch on one thread for the test, restored afterwards."""
+    """Torch on one thread for the whole session: tiny models run ~3x faster so, and the machine
+    may be shared. Restored afterwards."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -25,13 +25,6 @@ SKULMFIT_KEYS = {"0.encoder.weight", "0.encoder_dp.emb.weight", "1.decoder.weigh
     for name in ("weight_hh_l0_raw", "module.weight_ih_l0", "module.bias_ih_l0", "module.bias_hh_l0")}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def vocab(specials, size=V):
     return specials + [f"w{i}" for i in range(size - len(specials))]

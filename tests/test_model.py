@@ -21,14 +21,6 @@ from skulmfit.model import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models run much faster on one thread, and the machine is shared.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def tiny_config(n_layers=3, **kw):
     return AWDLSTMConfig(vocab_size=50, emb_size=10, hidden_size=24, n_layers=n_layers, **kw)

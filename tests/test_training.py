@@ -19,13 +19,6 @@ from skulmfit.training import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def toy_task(n, seed):
     """Class 0 docs hold one id in 10-19 among noise ids 30-49, class 1 one id in 20-29; lengths 5-30."""
