@@ -56,7 +56,7 @@ class ProgressBar(SilentProgress):
         filled = int(self.width * self.done / self.total)
         bar = "#" * filled + "-" * (self.width - filled)
         loss = f"loss {self.loss:.4f}" if self.loss is not None else "loss   -   "
-        self.stream.write(f"\r{self.stage:<22} [{bar}] {self.done}/{self.total} {loss}"
+        self.stream.write(f"\r{self.stage:<36} [{bar}] {self.done}/{self.total} {loss}"
                           f"  {_clock(elapsed)} elapsed, {_clock(remaining)} left{extra}")
         self.stream.flush()
 

@@ -173,9 +173,9 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
         epoch_batches = [classifier_batches(lengths, batch_size, rng) for _ in range(stage_epochs)]
         total_steps = sum(len(b) for b in epoch_batches)
         step = 0
-        for batches in epoch_batches:
+        for epoch, batches in enumerate(epoch_batches, start=1):
             model.train()
-            label = f"classifier {n_trainable}/{n_groups} groups"
+            label = f"classifier {n_trainable}/{n_groups} groups, epoch {epoch}/{stage_epochs}"
             progress.start(label, len(batches))
             losses = []
             for indices in batches:
