@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -110,8 +111,11 @@ def _registry(folder=None) -> dict:
         return registry
     for entry in folder.iterdir():
         if entry.name.endswith((".fwd.json", ".bwd.json")):
-            card = json.loads(entry.read_text())
-            registry.setdefault(card["name"], {})[card["direction"]] = card
+            try:
+                card = json.loads(entry.read_text())
+                registry.setdefault(card["name"], {})[card["direction"]] = card
+            except (ValueError, KeyError) as error:  # one bad card must not break every fit
+                warnings.warn(f"ignoring unreadable model card {entry.name}: {error!r}", UserWarning, stacklevel=2)
     return registry
 
 
