@@ -200,7 +200,10 @@ def train(args: argparse.Namespace) -> None:
         if init.itos != vocab.to_list() or init.config.sizes() != config.sizes():
             raise SystemExit(f"--init {args.init} does not match this corpus cache's vocabulary and sizes")
         model.load_state_dict(init.state_dict)
+        # The card records how far training got, so a fresh machine continues where it stopped
+        # (with a fresh optimizer: its state is too large to commit).
         progress.update({k: init.card.get(k, progress[k]) for k in ("tokens_seen", "seconds")})
+        progress.update(init.card.get("position", {}))
         progress["log"] = init.card.get("log", [])
         print(f"starting from weights {args.init}: {progress['tokens_seen']:,} tokens seen", flush=True)
 
@@ -247,7 +250,7 @@ def _checkpoint(model, optimizer, progress, vocab, config, args, checkpointer, v
     card = {
         "name": args.name, "direction": "backward" if args.backwards else "forward",
         "corpus": str(Path(args.corpus).resolve().name), "tokens_seen": progress["tokens_seen"],
-        "epochs_completed": progress["epoch"],
+        "epochs_completed": progress["epoch"], "position": {"epoch": progress["epoch"], "batch": progress["batch"]},
         "vocab_size": len(vocab), "sizes": config.sizes(), "dropouts": {k: getattr(config, k) for k in
                                                                         ("output_p", "hidden_p", "input_p", "embed_p", "weight_p")},
         "valid_perplexity": entry["valid_perplexity"], "valid_tokens": len(valid_ids),

@@ -1,0 +1,86 @@
+"""The pretraining command on a tiny made-up corpus: token cache, checkpoints, resume, --init."""
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from skulmfit.pretrain import learning_rate, main, prepare_corpus
+from skulmfit.pretrained import load_weights, resolve
+
+TINY = ["--vocab-size", "64", "--min-freq", "1", "--emb-size", "8", "--hidden-size", "16", "--layers", "2",
+        "--batch-size", "4", "--bptt", "8", "--warmup-tokens", "100", "--planned-tokens", "2000",
+        "--checkpoint-minutes", "0"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    words = "the cat sat on a mat while dogs ran in parks and birds sang".split()
+    lines = [" ".join(rng.choice(words, size=12)).capitalize() + "." for _ in range(300)]
+    (folder / "train.00.txt").write_text("\n".join(lines[:150]) + "\n\n")
+    with gzip.open(folder / "train.01.txt.gz", "wt") as f:
+        f.write("\n".join(lines[150:280]))
+    (folder / "valid.txt").write_text("\n".join(lines[280:]))
+    return folder
+
+
+def test_prepare_corpus_caches_ids_and_builds_the_vocabulary_from_training_files(corpus, tmp_path):
+    train, valid, vocab = prepare_corpus(corpus, tmp_path / "cache", vocab_size=64, min_freq=1, n_jobs=1)
+    assert vocab.itos[:3] == ["xxunk", "xxpad", "xxbos"] and "cat" in vocab
+    assert (train == vocab.bos_id).sum() == 280 and (valid == vocab.bos_id).sum() == 20  # one per line
+    assert train.max() < len(vocab) and not (train == vocab.unk_id).any()
+    again = prepare_corpus(corpus, tmp_path / "cache", vocab_size=64, min_freq=1, n_jobs=1)
+    np.testing.assert_array_equal(again[0], train)  # read back from the cache
+    assert not list((tmp_path / "cache").glob("*.raw.npy"))
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth():
+    assert learning_rate(0, 1000, 1.0, 100) == pytest.approx(0.01)
+    assert learning_rate(99, 1000, 1.0, 100) == pytest.approx(1.0 - 0.9 * 0.099)
+    assert learning_rate(1000, 1000, 1.0, 100) == pytest.approx(0.1)
+    assert learning_rate(5000, 1000, 1.0, 100) == pytest.approx(0.1)
+
+
+def test_train_checkpoint_resume_and_init(corpus, tmp_path, capsys):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    main([str(corpus), str(out), "--cache", str(cache), "--name", "toy", "--max-tokens", "600", *TINY])
+    card = json.loads((out / "toy.fwd.json").read_text())
+    assert card["tokens_seen"] >= 600 and card["name"] == "toy" and card["direction"] == "forward"
+    assert card["valid_perplexity"] > 1 and card["log"][-1]["tokens_seen"] == card["tokens_seen"]
+    first = load_weights(out / "toy.fwd.pt", card["sha256"])
+    assert first.config.sizes() == {"vocab_size": len(first.itos), "emb_size": 8, "hidden_size": 16, "n_layers": 2}
+
+    # Same cache: resumes from the full checkpoint and goes on to the new limit.
+    main([str(corpus), str(out), "--cache", str(cache), "--name", "toy", "--max-tokens", "1200", *TINY])
+    assert "resuming from" in capsys.readouterr().out
+    resumed = json.loads((out / "toy.fwd.json").read_text())
+    assert resumed["tokens_seen"] >= 1200 and len(resumed["log"]) > len(card["log"])
+
+    # A fresh machine: no checkpoint, but the committed weights and their card.
+    (cache / "checkpoint.fwd.pt").unlink()
+    main([str(corpus), str(out), "--cache", str(cache), "--name", "toy", "--max-tokens", "1800",
+          "--init", str(out / "toy.fwd.pt"), *TINY])
+    assert "starting from weights" in capsys.readouterr().out
+    continued = json.loads((out / "toy.fwd.json").read_text())
+    assert continued["tokens_seen"] >= 1800 and continued["position"]["batch"] > 0
+
+    # The output folder is usable as ``pretrained=`` for its direction.
+    assert resolve(out).card["tokens_seen"] == continued["tokens_seen"]
+
+
+def test_backwards_model(corpus, tmp_path):
+    out = tmp_path / "out"
+    main([str(corpus), str(out), "--cache", str(tmp_path / "cache"), "--name", "toy", "--backwards",
+          "--max-tokens", "300", *TINY])
+    assert resolve(out, backwards=True).backwards is True
+    with pytest.raises(ValueError, match="no forward weights"):
+        resolve(out)
+
+
+def test_a_corpus_without_validation_file_is_refused(corpus, tmp_path):
+    (corpus / "valid.txt").unlink()
+    with pytest.raises(SystemExit, match="valid"):
+        main([str(corpus), str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), *TINY])
