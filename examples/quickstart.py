@@ -26,4 +26,6 @@ print(f"ULMFiT: accuracy {clf.score(X_test, y_test):.3f} (fit {time.perf_counter
 baseline = make_pipeline(TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2),
                          LogisticRegression(C=10, max_iter=2000)).fit(X_train, y_train)
 print(f"TF-IDF + logistic regression: accuracy {baseline.score(X_test, y_test):.3f}")
-print("first test text ->", clf.predict(X_test[:1])[0], dict(zip(clf.classes_, clf.predict_proba(X_test[:1])[0].round(3))))
+probabilities = clf.predict_proba(X_test[:1])[0]
+print(f"{X_test[0][:60]!r} -> {clf.predict(X_test[:1])[0]}",
+      {str(c): round(float(p), 3) for c, p in zip(clf.classes_, probabilities)})
