@@ -28,7 +28,7 @@ from .vocab import Vocab
 # Sizes of the language model when ``pretrained=None``: the bundled model's shape.
 RANDOM_INIT_SIZES = dict(emb_size=128, hidden_size=384, n_layers=2)
 AUTO_EPOCHS_UPDATES = 300  # epochs="auto": about this many updates in the final stage...
-AUTO_EPOCHS_RANGE = (2, 20)  # ...within these bounds (measured on TREC-6 and SST-2 at 500 labels)
+AUTO_EPOCHS_RANGE = (2, 20)  # ...within these bounds (a first choice from a short trial on TREC-6 / SST-2)
 PREDICT_CHUNK = 4096  # documents tokenized at a time when predicting: bounds memory for any input size
 
 
