@@ -21,15 +21,14 @@ import csv
 import gzip
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 from skulmfit import tokenizer
+from skulmfit.pretrain import machine_description
 
 
 def read_texts(path: Path, n_docs: int) -> list[str]:
@@ -47,17 +46,6 @@ def read_texts(path: Path, n_docs: int) -> list[str]:
                 break
             texts.append(row["text"])
     return texts
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def measure(texts: list[str], repeats: int) -> tuple[list[float], int]:
@@ -99,9 +87,7 @@ def main() -> None:
         "median_s": round(median, 4),
         "data": args.data.name,
         "load_average_1min_at_start": load_before,
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
+        "machine": machine_description(),
     }
     if load_before > 0.5:
         print(f"warning: load average {load_before:.2f} at start; the timing is not reliable",

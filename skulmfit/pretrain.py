@@ -88,7 +88,7 @@ def tokenize_corpus(files: list[Path], cache: Path, token_ids: dict[str, int], n
             for tokens in tokenize_many(chunk, n_jobs=n_jobs):
                 pieces.append(np.fromiter((token_ids.setdefault(t, len(token_ids)) for t in tokens),
                                           dtype=np.int32, count=len(tokens)))
-        ids = np.concatenate(pieces)
+        ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)  # a file of blank lines
         unique, freq = np.unique(ids, return_counts=True)
         counts.update(dict(zip(unique.tolist(), freq.tolist())))
         np.save(out, ids)
@@ -103,7 +103,11 @@ def prepare_corpus(corpus: Path, cache: Path, vocab_size: int, min_freq: int, n_
     """
     cache.mkdir(parents=True, exist_ok=True)
     paths = {name: cache / f"{name}.ids.npy" for name in ("train", "valid")}
-    vocab_path = cache / "vocab.json"
+    vocab_path, settings_path = cache / "vocab.json", cache / "vocab_settings.json"
+    settings = {"vocab_size": vocab_size, "min_freq": min_freq}
+    if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
+        raise SystemExit(f"{cache} holds a corpus cache built with {settings_path.read_text()}, not {settings}; "
+                         "use another --cache folder")
     if not (all(p.exists() for p in paths.values()) and vocab_path.exists()):
         train_files, valid_files = corpus_files(corpus)
         token_ids: dict[str, int] = {}
@@ -118,6 +122,7 @@ def prepare_corpus(corpus: Path, cache: Path, vocab_size: int, min_freq: int, n_
             for p in files:
                 p.unlink()
         vocab_path.write_text(json.dumps(vocab.to_list()))
+    settings_path.write_text(json.dumps(settings))
     vocab = Vocab(json.loads(vocab_path.read_text()))
     return np.load(paths["train"], mmap_mode="r"), np.load(paths["valid"]), vocab
 
@@ -210,7 +215,6 @@ def train(args: argparse.Namespace) -> None:
     planned = int(args.planned_tokens)
     deadline = time.perf_counter() + args.hours * 3600
     rows = lm_rows(train_ids, args.batch_size)
-    tokens_per_checkpoint_timer = time.perf_counter()
     while progress["tokens_seen"] < args.max_tokens and time.perf_counter() < deadline:
         rng = np.random.default_rng(args.seed + progress["epoch"])
         lengths = bptt_lengths(rows.shape[1] - 1, args.bptt, rng)
@@ -228,11 +232,10 @@ def train(args: argparse.Namespace) -> None:
             progress["seconds"] += time.perf_counter() - step_start
             window_tokens += x.numel()
             done = progress["tokens_seen"] >= args.max_tokens or time.perf_counter() >= deadline
-            if done or time.perf_counter() - tokens_per_checkpoint_timer >= args.checkpoint_minutes * 60:
+            if done or time.perf_counter() - window_start >= args.checkpoint_minutes * 60:
                 _checkpoint(model, optimizer, progress, vocab, config, args, checkpointer, valid_ids,
                             window_tokens / (time.perf_counter() - window_start))
                 window_start, window_tokens = time.perf_counter(), 0
-                tokens_per_checkpoint_timer = time.perf_counter()
                 model.train()
             if done:
                 return

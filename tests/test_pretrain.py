@@ -35,6 +35,14 @@ def test_prepare_corpus_caches_ids_and_builds_the_vocabulary_from_training_files
     again = prepare_corpus(corpus, tmp_path / "cache", vocab_size=64, min_freq=1, n_jobs=1)
     np.testing.assert_array_equal(again[0], train)  # read back from the cache
     assert not list((tmp_path / "cache").glob("*.raw.npy"))
+    with pytest.raises(SystemExit, match="another --cache folder"):  # other vocabulary settings
+        prepare_corpus(corpus, tmp_path / "cache", vocab_size=32, min_freq=1, n_jobs=1)
+
+
+def test_a_file_of_blank_lines_is_no_error(corpus, tmp_path):
+    (corpus / "train.02.txt").write_text("\n\n  \n")
+    train, _, _ = prepare_corpus(corpus, tmp_path / "cache", vocab_size=64, min_freq=1, n_jobs=1)
+    assert (train == 2).sum() == 280
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
