@@ -89,7 +89,9 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     precision : {"auto", "fp32", "bf16"}, default="auto"
-        ``"bf16"`` uses bfloat16 autocast; ``"auto"`` does so on GPUs that support it.
+        ``"bf16"`` uses bfloat16 autocast; ``"auto"`` does so where the hardware computes in bf16
+        natively: GPUs that support it and CPUs with AVX512-BF16 or AMX (elsewhere bf16 is emulated
+        and slower than fp32). ``benchmarks/accuracy.py`` checks bf16 accuracy against fp32.
     max_vocab : int, default=30000
         Size limit of the vocabulary (pretrained tokens plus new words from the training texts).
     min_freq : int, default=2
@@ -422,8 +424,16 @@ def _resolve_device(device, fitted: bool = False) -> torch.device:
 
 def _use_bf16(precision: str, device: torch.device) -> bool:
     if precision == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return _cpu_computes_bf16()
     return precision == "bf16"
+
+
+def _cpu_computes_bf16() -> bool:
+    # torch.cpu's capability checks are private; a torch without them gets the safe answer, fp32.
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)
 
 
 def _cuda_devices(device: torch.device) -> list:

@@ -255,7 +255,8 @@ def test_bidirectional_without_pretrained_weights(binary_task):
     from skulmfit.tokenizer import tokenize_many
     from skulmfit.training import pooled_features, predict_logits
     texts, y = binary_task
-    clf = ULMFiTClassifier(pretrained=None, **{**TINY, "bidirectional": True}).fit(texts, y)
+    # fp32: the references below are computed in fp32, and bf16 rounding would blur the comparison
+    clf = ULMFiTClassifier(pretrained=None, **{**TINY, "bidirectional": True, "precision": "fp32"}).fit(texts, y)
     assert len(clf.models_) == len(clf.vocab_) == len(clf.history_) == 2
     emb = estimator_module.RANDOM_INIT_SIZES["emb_size"]
     features = clf.transform(texts[:5])
@@ -653,3 +654,19 @@ def test_end_to_end_a_random_tiny_model_learns_a_separable_task(tiny_weights):
     for seed in (0, 1):
         clf = make(tiny_weights, epochs=10, batch_size=16, lr=5e-2, drop_mult=0.1, random_state=seed)
         assert clf.fit(X_train, y_train).score(X_test, y_test) > 0.95
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, True), (False, True, True), (False, False, False)])
+def test_auto_precision_uses_bf16_only_on_cpus_that_compute_it(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    cpu = torch.device("cpu")
+    assert estimator_module._use_bf16("auto", cpu) is expected
+    assert estimator_module._use_bf16("fp32", cpu) is False
+    assert estimator_module._use_bf16("bf16", cpu) is True
+
+
+def test_auto_precision_is_fp32_when_torch_cannot_tell(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert estimator_module._use_bf16("auto", torch.device("cpu")) is False
