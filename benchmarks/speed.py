@@ -9,7 +9,8 @@ Same model sizes, batches and data on both sides:
    (skulmfit at the end, fastai first in bptt chunks), BPT3C with bptt 70 and max_len 1400, all layers trainable;
 4. inference documents/s, short (10-30 tokens) and long (750-1250) documents: skulmfit's ``predict_logits``
    vs fastai's classifier in a loop like ``get_preds`` (sorted by length, batches of 64 padded first, no_grad);
-5. ``ULMFiTClassifier().fit`` seconds on TREC-6 and predict documents/s on its test set (skulmfit only);
+5. ``ULMFiTClassifier().fit`` seconds on TREC-6 and predict documents/s on its test set (skulmfit only),
+   with the defaults and, where the default picks bf16, once more with ``precision="fp32"``;
 6. peak memory: every case once more in a fresh child process (peak RSS, also after imports alone, and
    peak CUDA memory on a GPU).
 
@@ -279,8 +280,9 @@ def child(args, device: torch.device) -> None:
         from skulmfit import ULMFiTClassifier
         (x_train, y_train), (x_test, y_test) = (read_labelled(Path(args.trec) / f"{s}.csv") for s in ("train", "test"))
         start = time.perf_counter()
-        model = ULMFiTClassifier(device=str(device), random_state=0).fit(x_train, y_train)  # all defaults
-        result["precision"] = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        precision = args.precision or "auto"  # no --precision: every parameter at its default
+        model = ULMFiTClassifier(device=str(device), precision=precision, random_state=0).fit(x_train, y_train)
+        result["precision"] = f"{precision} ({model.precision_})" if precision == "auto" else precision
         result["fit_s"], start = time.perf_counter() - start, time.perf_counter()
         predicted = model.predict(x_test)
         result["predict_docs_per_s"] = len(x_test) / (time.perf_counter() - start)
@@ -386,8 +388,10 @@ def main() -> None:
         results["memory"][f"{config} {case} {side} {p}"] = run_child(
             ["--case", case, "--side", side, "--config", config, "--precision", p] + common)
     if args.trec and not args.skip_fit:
-        results["fit"] = [run_child(["--case", "fit", "--side", "skulmfit", "--trec", args.trec] + common)
-                          for _ in range(args.fit_repeats)]
+        # the defaults, then fp32 for comparison where the default fast path is bf16
+        fit_precisions = [[]] + ([["--precision", "fp32"]] if "bf16" in precisions else [])
+        results["fit"] = [run_child(["--case", "fit", "--side", "skulmfit", "--trec", args.trec] + extra + common)
+                          for extra in fit_precisions for _ in range(args.fit_repeats)]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

@@ -127,6 +127,8 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         Torch threads used while fitting.
     epochs_ : int
         Classifier epochs of the final stage (``epochs`` resolved).
+    precision_ : {"fp32", "bf16"}
+        The precision training used (``precision`` resolved for the training device).
 
     Examples
     --------
@@ -256,6 +258,7 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         # Fitted attributes are set together at the end: a fit that fails leaves the estimator as it was.
         self.classes_, self.vocab_, self.models_, self.history_ = classes, vocabs, models, histories
         self.n_threads_, self.epochs_ = n_threads, epochs
+        self.precision_ = "bf16" if bf16 else "fp32"
         return self
 
     def _final_epochs(self, n_train: int) -> int:

@@ -670,3 +670,11 @@ def test_auto_precision_is_fp32_when_torch_cannot_tell(monkeypatch):
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
     assert estimator_module._use_bf16("auto", torch.device("cpu")) is False
+
+
+def test_fit_records_the_precision_it_used(binary_task):
+    texts, y = binary_task
+    clf = ULMFiTClassifier(pretrained=None, **{**TINY, "precision": "fp32"}).fit(texts, y)
+    assert clf.precision_ == "fp32"
+    clf = ULMFiTClassifier(pretrained=None, **{**TINY, "precision": "bf16"}).fit(texts, y)
+    assert clf.precision_ == "bf16"
