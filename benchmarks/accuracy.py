@@ -49,6 +49,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from skulmfit import ULMFiTClassifier
 from skulmfit.pretrain import machine_description
+from skulmfit.pretrained import available_models, model_card
 
 DATASETS = {  # name: (train file, test file) inside --data
     "trec": ("trec/train.csv", "trec/test.csv"),
@@ -290,6 +291,16 @@ def versions(method: str) -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in names}
 
 
+def bundled_model(model) -> dict | None:
+    """Which training state of the bundled language model a skulmfit run used (they improve over time)."""
+    name = getattr(model, "pretrained", None)
+    if not isinstance(name, str) or name not in available_models():
+        return None
+    cards = {"forward": model_card(name), "backward": model_card(name, backwards=True)}
+    return {direction: {"sha256": card["sha256"][:16], "tokens_seen": card["tokens_seen"]}
+            for direction, card in cards.items()}
+
+
 def model_params(model) -> dict[str, str]:
     """The estimator's parameters as strings, with the cross-validated choice where there is one."""
     params = {k: str(v) for k, v in model.get_params(deep=False).items()}
@@ -326,6 +337,7 @@ def run_one(args: argparse.Namespace, data: Dataset, method: str, budget: str, s
     model = make_model(method, seed, len(subset), args.overrides)
     record.update(fit_and_score(model, data, subset, unlabeled))
     record.update(params=model_params(model), versions=versions(method), machine=machine_description(),
+                  pretrained_model=bundled_model(model),
                   overrides={k: str(v) for k, v in args.overrides.items()} if method in ULMFIT_METHODS else {})
     return record
 

@@ -124,6 +124,15 @@ def available_models() -> list[str]:
     return sorted(_registry())
 
 
+def model_card(name: str, backwards: bool = False) -> dict:
+    """The model card of a bundled model: corpus, sizes, tokens seen, perplexities, checksum."""
+    direction = "backward" if backwards else "forward"
+    card = _registry().get(name, {}).get(direction)
+    if card is None:
+        raise ValueError(f"no bundled {direction} model {name!r}; available: {available_models()}")
+    return dict(card)
+
+
 def load_bundled(name: str, backwards: bool = False, folder=None) -> PretrainedLM:
     """Loads a model by name from ``folder`` (default: the bundled models), verifying its checksum."""
     folder = _weights_dir() if folder is None else folder

@@ -238,6 +238,13 @@ def test_registry_from_model_cards(registry_dir):
         load_bundled("other")
 
 
+def test_model_card_of_a_bundled_model(registry_dir):
+    assert pretrained_module.model_card("tiny")["direction"] == "forward"
+    assert pretrained_module.model_card("tiny", backwards=True)["direction"] == "backward"
+    with pytest.raises(ValueError, match=r"no bundled forward model 'other'; available: \['tiny'\]"):
+        pretrained_module.model_card("other")
+
+
 def test_registry_verifies_checksums(registry_dir):
     card_path = registry_dir / "tiny.fwd.json"
     card = json.loads(card_path.read_text())
