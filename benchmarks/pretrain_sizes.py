@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--warmup-tokens", type=float, default=2e5)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "pretrain_sizes.json")
+    parser.add_argument("--update-cards", nargs="*", type=Path, default=[],
+                        help="model cards (*.json) to record the comparison in, as 'size_comparison'")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -103,6 +105,12 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2))
     args.out.with_suffix(".md").write_text(table(results, args.minutes))
     print(table(results, args.minutes))
+    for card_path in args.update_cards:
+        card = json.loads(card_path.read_text())
+        card["size_comparison"] = {"minutes_each": args.minutes, "machine": report["machine"],
+                                   "results": [{k: v for k, v in r.items() if k != "log"} for r in results],
+                                   "command": "benchmarks/pretrain_sizes.py", "table": table(results, args.minutes)}
+        card_path.write_text(json.dumps(card, indent=2))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ from .training import evaluate_language_model, lm_train_step, make_optimizer  # 
 from .vocab import Vocab  # noqa: E402
 
 LINES_PER_CHUNK = 20_000
+# Card entries written by benchmarks that a later checkpoint keeps: the size comparison behind the
+# model's sizes stays valid, while perplexity evaluations go stale and are dropped.
+KEPT_CARD_KEYS = ("size_comparison",)
 VALID_TOKENS = 250_000  # enough for a stable perplexity, cheap enough to measure at every checkpoint
 
 
@@ -168,8 +171,11 @@ class Checkpointer:
         tmp.replace(self.state_path)
         checksum = save_weights(self.weights_path, model, vocab.to_list(), backwards=self.backwards, card=card)
         # The card carries the weight file's checksum, so it cannot live inside that file.
+        kept = {}
+        if self.card_path.exists():  # measurements that stay true as training goes on
+            kept = {k: v for k, v in json.loads(self.card_path.read_text()).items() if k in KEPT_CARD_KEYS}
         tmp_card = self.card_path.with_suffix(".tmp")
-        tmp_card.write_text(json.dumps({**card, "file": self.weights_path.name, "sha256": checksum}, indent=2))
+        tmp_card.write_text(json.dumps({**card, **kept, "file": self.weights_path.name, "sha256": checksum}, indent=2))
         tmp_card.replace(self.card_path)
 
     def load(self):

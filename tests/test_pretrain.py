@@ -61,11 +61,16 @@ def test_train_checkpoint_resume_and_init(corpus, tmp_path, capsys):
     first = load_weights(out / "toy.fwd.pt", card["sha256"])
     assert first.config.sizes() == {"vocab_size": len(first.itos), "emb_size": 8, "hidden_size": 16, "n_layers": 2}
 
+    # A benchmark adds measurements to the card: the size comparison survives later checkpoints,
+    # a perplexity evaluation (stale once training goes on) does not.
+    (out / "toy.fwd.json").write_text(json.dumps({**card, "size_comparison": {"table": "x"}, "evaluation": {}}))
+
     # Same cache: resumes from the full checkpoint and goes on to the new limit.
     main([str(corpus), str(out), "--cache", str(cache), "--name", "toy", "--max-tokens", "1200", *TINY])
     assert "resuming from" in capsys.readouterr().out
     resumed = json.loads((out / "toy.fwd.json").read_text())
     assert resumed["tokens_seen"] >= 1200 and len(resumed["log"]) > len(card["log"])
+    assert resumed["size_comparison"] == {"table": "x"} and "evaluation" not in resumed
 
     # A fresh machine: no checkpoint, but the committed weights and their card.
     (cache / "checkpoint.fwd.pt").unlink()
