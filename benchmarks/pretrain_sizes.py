@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=12.0)
     parser.add_argument("--parallel", type=int, default=2, help="runs side by side, one thread each")
     parser.add_argument("--vocab-size", type=int, default=8000, help="must match the cached corpus")
-    parser.add_argument("--warmup-tokens", type=float, default=2e5)
+    parser.add_argument("--warmup-tokens", type=float, default=5e4, help="short: the largest size sees few tokens")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "pretrain_sizes.json")
     parser.add_argument("--update-cards", nargs="*", type=Path, default=[],
