@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 from accuracy import read_csv  # same folder
 from skulmfit import ULMFiTClassifier
 from skulmfit.pretrain import machine_description
+from skulmfit.pretrained import resolve
 
 TREC_VALIDATION = 1000
 
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=500)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--settings", nargs="+", default=["{}"], help="JSON objects of ULMFiTClassifier parameters")
+    parser.add_argument("--pretrained", help="a fixed copy of the weights (pretraining may be rewriting the bundled ones)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tune_defaults.jsonl")
     args = parser.parse_args()
     machine = machine_description()
@@ -54,8 +56,11 @@ def main() -> None:
             sample = train_test_split(np.arange(len(y)), train_size=args.labels, stratify=y, random_state=seed)[0]
             for setting in map(json.loads, args.settings):
                 start = time.perf_counter()
-                model = ULMFiTClassifier(random_state=seed, **setting).fit([X[i] for i in sample], y[sample])
+                fixed = {"pretrained": args.pretrained} if args.pretrained else {}
+                model = ULMFiTClassifier(random_state=seed, **fixed, **setting).fit([X[i] for i in sample], y[sample])
+                lm = resolve(model.pretrained).card
                 record = {"dataset": dataset, "labels": args.labels, "seed": seed, "setting": setting,
+                          "pretrained": {"source": str(model.pretrained), "tokens_seen": lm.get("tokens_seen")},
                           "valid_accuracy": float(np.mean(model.predict(X_valid) == y_valid)),
                           "seconds": round(time.perf_counter() - start, 1), "machine": machine}
                 with open(args.out, "a") as f:
