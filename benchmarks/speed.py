@@ -9,6 +9,8 @@ Same model sizes, batches and data on both sides:
    (skulmfit at the end, fastai first in bptt chunks), BPT3C with bptt 70 and max_len 1400, all layers trainable;
 4. inference documents/s, short (10-30 tokens) and long (750-1250) documents: skulmfit's ``predict_logits``
    vs fastai's classifier in a loop like ``get_preds`` (sorted by length, batches of 64 padded first, no_grad);
+   and the same from text (``text-short``: 20 words, ``text-long``: 1,000 words of IMDb reviews), each
+   library's tokenizer and numericalization included, as a user's ``predict`` on raw text pays them;
 5. ``ULMFiTClassifier().fit`` seconds on TREC-6 and predict documents/s on its test set (skulmfit only),
    with the defaults and, where the default picks bf16, once more with ``precision="fp32"``;
 6. peak memory: every case once more in a fresh child process (peak RSS, also after imports alone, and
@@ -43,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
@@ -52,16 +55,20 @@ import torch
 import torch.nn.functional as F
 
 from engine_speed import time_blocks, zipf_ids  # same folder: one timing helper for all scripts
+from skulmfit import tokenizer
 from skulmfit.batching import pad_batch
 from skulmfit.model import PAD_ID, AWDLSTMConfig, LanguageModel, TextClassifier
+from skulmfit.vocab import Vocab
 from skulmfit.pretrain import machine_description
+from skulmfit.tokenizer import tokenize_many
 from skulmfit.training import (ADAM_BETAS, ADAM_EPS, AR_ALPHA, CLASSIFIER_CLIP, LM_CLIP, TAR_BETA, autocast,
                                lm_train_step, make_optimizer, predict_logits)
 from tokenizer_speed import measure, read_texts
 
 CONFIGS = {"bundled": (8000, 128, 384, 2), "16k": (16000, 200, 512, 3), "paper": (60000, 400, 1152, 3)}
-CASES = ("lm", "classifier", "infer-short", "infer-long")
+CASES = ("lm", "classifier", "infer-short", "infer-long", "text-short", "text-long")
 INFER_LENGTHS = {"infer-short": (10, 30), "infer-long": (750, 1250)}
+TEXT_WORDS = {"text-short": 20, "text-long": 1000}  # words per document, cut from or joined out of reviews
 SIDES = ("skulmfit", "fastai")
 Step = Callable[[], object]
 
@@ -163,6 +170,8 @@ def build(case: str, side: str, sizes: tuple, bf16: bool, device: torch.device, 
                 return loss.item()
         return synced(step, device), x.numel()
     model = classifier(side, sizes, device, args)
+    if case.startswith("text"):
+        return predict_texts(side, model, text_docs(args, case), vocab, bf16, device, args)
     if case == "classifier":
         docs = random_docs(rng, vocab, 150, 250, args.clf_batch)
         targets = torch.from_numpy(rng.integers(0, 2, len(docs))).to(device)
@@ -180,15 +189,50 @@ def build(case: str, side: str, sizes: tuple, bf16: bool, device: torch.device, 
     if side == "skulmfit":
         return synced(lambda: predict_logits(model, docs, batch_size=args.infer_batch, device=device, bf16=bf16),
                       device), n_docs
+    return synced(lambda: fastai_predict(model, docs, bf16, device, args), device), n_docs
 
-    def predict():  # fastai's get_preds: sorted by length, padded first, no_grad, back in input order
-        order, result = np.argsort([-len(d) for d in docs], kind="stable"), np.empty((n_docs, 2), np.float32)
-        with torch.no_grad(), autocast(device, bf16):
-            for start in range(0, n_docs, args.infer_batch):
-                batch = order[start:start + args.infer_batch]
-                result[batch] = logits(side, model, [docs[i] for i in batch], device, args.bptt).float().cpu().numpy()
-        return result
-    return predict, n_docs
+
+def text_docs(args, case: str) -> list[str]:
+    """IMDb text cut into short documents of 20 words, or joined into long ones of 1,000 words."""
+    words_per_doc = TEXT_WORDS[case]
+    n_docs = args.infer_docs if case == "text-short" else max(8, args.infer_docs // 16)
+    texts = read_texts(Path(args.data), n_docs * max(1, words_per_doc // 200))
+    words = " ".join(texts).split()
+    if case == "text-short":
+        return [" ".join(text.split()[:words_per_doc]) for text in texts[:n_docs]]
+    return [" ".join(words[i * words_per_doc:(i + 1) * words_per_doc]) for i in range(n_docs)]
+
+
+def predict_texts(side: str, model: torch.nn.Module, texts: list[str], vocab_size: int, bf16: bool,
+                  device: torch.device, args) -> tuple[Step, int]:
+    """Text in, logits out: each library's tokenizer and numericalization, then its inference loop."""
+    if side == "skulmfit":
+        vocab = Vocab.build(tokenize_many(texts), max_size=vocab_size, min_freq=1)
+
+        def step():
+            tokenizer._chunk_cache.clear()  # a fresh process's speed, as in the tokenizer timing
+            tokenizer._case_cache.clear()
+            ids = vocab.numericalize_many(tokenize_many(texts))
+            return predict_logits(model, ids, batch_size=args.infer_batch, device=device, bf16=bf16)
+        return synced(step, device), len(texts)
+    tokenize = fastai_api().TokenizeWithRules(fastai_api().SpacyTokenizer())
+    counts = Counter(token for doc in tokenize(texts) for token in doc)
+    stoi = {token: i for i, (token, _) in enumerate(counts.most_common(vocab_size))}
+
+    def step():  # fastai's Numericalize is a dictionary lookup per token, as here
+        ids = [np.array([stoi.get(token, 0) for token in doc], dtype=np.int64) for doc in tokenize(texts)]
+        return fastai_predict(model, ids, bf16, device, args)
+    return step, len(texts)
+
+
+def fastai_predict(model: torch.nn.Module, docs: list[np.ndarray], bf16: bool, device: torch.device, args):
+    """Like fastai's get_preds: sorted by length, padded first, no_grad, back in input order."""
+    order, result = np.argsort([-len(d) for d in docs], kind="stable"), np.empty((len(docs), 2), np.float32)
+    with torch.no_grad(), autocast(device, bf16):
+        for start in range(0, len(docs), args.infer_batch):
+            batch = order[start:start + args.infer_batch]
+            result[batch] = logits("fastai", model, [docs[i] for i in batch], device, args.bptt).float().cpu().numpy()
+    return result
 
 
 def alternate(blocks: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
@@ -209,7 +253,7 @@ def bench_case(case: str, sizes: tuple, precisions: list[str], device: torch.dev
     """Every side and precision of one case, warmed up, then timed in alternating blocks."""
     variants = {f"{side} {p}": build(case, side, sizes, p == "bf16", device, args)
                 for p in precisions for side in SIDES}
-    infer = case.startswith("infer")
+    infer = case.startswith(("infer", "text"))
     steps, unit = (1, "docs_per_s") if infer else (args.steps, "tokens_per_s")  # inference: a block is a pass
     for step, _ in variants.values():
         for _ in range(1 if infer else args.warmup):
@@ -316,7 +360,7 @@ def table(results: dict) -> str:
                     f"{tok['fastai']['tokens_per_s']:,.0f} | {tok['ratio']:.2f} | - |")
     for config, cases in results["models"].items():
         for case, entry in cases.items():
-            unit = "docs_per_s" if case.startswith("infer") else "tokens_per_s"
+            unit = "docs_per_s" if case.startswith(("infer", "text")) else "tokens_per_s"
             for p in results["precisions"]:
                 mem_text = " / ".join(memory(results["memory"].get(f"{config} {case} {side} {p}")) for side in SIDES)
                 rows.append(f"| {config} | {case} ({unit.replace('_per_s', '/s')}) | {p} | "
@@ -375,16 +419,18 @@ def main() -> None:
     if args.data:
         results["tokenizer"] = bench_tokenizer(args)
         print(f"tokenizer: skulmfit/fastai {results['tokenizer']['ratio']:.2f}", flush=True)
+    cases = [case for case in CASES if args.data or not case.startswith("text")]  # text cases read --data
     for config in configs:
-        for case in CASES:
+        for case in cases:
             entry = results["models"].setdefault(config, {})[case] = bench_case(
                 case, CONFIGS[config], precisions, device, args)
             print(f"{config} {case}: skulmfit/fastai " + ", ".join(f"{k} {v:.2f}" for k, v in entry["ratio"].items()),
                   flush=True)
     common = ["--device", device.type, "--threads", str(args.threads)] + [
         f"--{k.replace('_', '-')}={getattr(args, k)}" for k in ("batch_size", "bptt", "clf_batch", "max_len",
-                                                                "infer_docs", "infer_batch")]
-    for config, case, side, p in [] if args.skip_memory else itertools.product(configs, CASES, SIDES, precisions):
+                                                                "infer_docs", "infer_batch")] + (
+        ["--data", args.data] if args.data else [])
+    for config, case, side, p in [] if args.skip_memory else itertools.product(configs, cases, SIDES, precisions):
         results["memory"][f"{config} {case} {side} {p}"] = run_child(
             ["--case", case, "--side", side, "--config", config, "--precision", p] + common)
     if args.trec and not args.skip_fit:
