@@ -379,6 +379,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trec", help="folder with TREC-6 train.csv/test.csv (text,label) for the fit timing")
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS),
                         help="model sizes (default: bundled 16k; on CUDA also paper)")
+    parser.add_argument("--cases", nargs="+", choices=CASES, help="model cases to time (default: all)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--texts", type=int, default=2000, help="texts for the tokenizer comparison")
@@ -416,10 +417,10 @@ def main() -> None:
     results = {"machine": machine_description(), "versions": versions(), "settings": vars(args),
                "device": str(device), "load_average_1min_at_start": load, "precisions": precisions,
                "models": {}, "memory": {}}
-    if args.data:
+    if args.data and not args.cases:  # --cases re-times some model cases only
         results["tokenizer"] = bench_tokenizer(args)
         print(f"tokenizer: skulmfit/fastai {results['tokenizer']['ratio']:.2f}", flush=True)
-    cases = [case for case in CASES if args.data or not case.startswith("text")]  # text cases read --data
+    cases = [case for case in args.cases or CASES if args.data or not case.startswith("text")]  # text needs --data
     for config in configs:
         for case in cases:
             entry = results["models"].setdefault(config, {})[case] = bench_case(

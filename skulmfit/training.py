@@ -27,6 +27,10 @@ LM_CLIP = 0.4
 CLASSIFIER_CLIP = 25.0
 AR_ALPHA = 2.0
 TAR_BETA = 1.0
+# Long documents are predicted at least this many at a time: narrower batches leave the LSTM's
+# matrix products too small to use the CPU well (measured in benchmarks/speed.py). Without
+# gradients, 64 rows of max_len positions stay far below what training holds.
+INFERENCE_MIN_ROWS = 64
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -213,17 +217,19 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
     return history
 
 
-def inference_batches(lengths: np.ndarray, max_tokens: int, max_len: int, max_rows: int = 1024) -> list[np.ndarray]:
-    """Length-sorted batches sized by a token budget: many short documents or few long ones.
+def inference_batches(lengths: np.ndarray, max_tokens: int, max_len: int, max_rows: int = 1024,
+                      min_rows: int = 1) -> list[np.ndarray]:
+    """Length-sorted batches sized by a token budget: many short documents, at least ``min_rows`` long ones.
 
     A row costs ``min(length, max_len)`` tokens of activations at a time, because BPT3C never
-    holds more than ``max_len`` positions of a document.
+    holds more than ``max_len`` positions of a document. ``min_rows`` keeps the LSTM's matrix
+    products wide enough to be efficient when documents are long.
     """
     order = np.argsort(-np.asarray(lengths), kind="stable")
     batches, start = [], 0
     while start < len(order):
         width = min(int(lengths[order[start]]), max_len)
-        rows = max(1, min(max_rows, max_tokens // max(width, 1)))
+        rows = max(1, min_rows, min(max_rows, max_tokens // max(width, 1)))
         batches.append(order[start:start + rows])
         start += rows
     return batches
@@ -238,7 +244,8 @@ def _classifier_outputs(model: TextClassifier, docs: Sequence[np.ndarray], *, po
     result = np.empty((len(docs), width), dtype=np.float32)
     max_tokens = batch_size * min(model.max_len, 400)
     with torch.inference_mode(), autocast(device, bf16):
-        for indices in inference_batches(lengths, max_tokens, model.max_len):
+        batches = inference_batches(lengths, max_tokens, model.max_len, min_rows=max(batch_size, INFERENCE_MIN_ROWS))
+        for indices in batches:
             ids, doc_lengths = pad_batch(docs, indices, reverse)
             ids, doc_lengths = ids.to(device), doc_lengths.to(device)
             out = model.pool(ids, doc_lengths) if pooled else model(ids, doc_lengths)

@@ -292,21 +292,24 @@ def test_pooled_features_shape_and_values():
             np.testing.assert_allclose(feats[i], ref.numpy(), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("max_tokens,max_len,max_rows", [(1000, 100, 1024), (300, 1000, 1024), (5000, 50, 7), (10, 100, 1024)])
-def test_inference_batches_cover_and_respect_budget(max_tokens, max_len, max_rows):
+@pytest.mark.parametrize("max_tokens,max_len,max_rows,min_rows",
+                         [(1000, 100, 1024, 1), (300, 1000, 1024, 1), (5000, 50, 7, 1), (10, 100, 1024, 1),
+                          (1000, 400, 1024, 16)])
+def test_inference_batches_cover_and_respect_budget(max_tokens, max_len, max_rows, min_rows):
     lengths = np.random.default_rng(0).integers(1, 500, 400)
-    batches = inference_batches(lengths, max_tokens, max_len, max_rows)
+    batches = inference_batches(lengths, max_tokens, max_len, max_rows, min_rows)
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(400))
     assert np.all(np.diff(lengths[flat]) <= 0)  # longest first
+    for b in batches[:-1]:
+        assert min_rows <= len(b) <= max_rows
     for b in batches:
-        assert 1 <= len(b) <= max_rows
-        if len(b) > 1:
+        if len(b) > min_rows:
             assert len(b) * min(lengths[b].max(), max_len) <= max_tokens
     # Not needlessly small: the next document would have broken the budget or max_rows.
     for b, nxt in zip(batches, batches[1:]):
         width = min(lengths[b[0]], max_len)
-        assert len(b) == max_rows or (len(b) + 1) * width > max_tokens
+        assert len(b) in (max_rows, min_rows) or (len(b) + 1) * width > max_tokens
 
 
 def test_end_to_end_toy_task_learned_from_scratch():
