@@ -433,24 +433,29 @@ def write_plot(records: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     table = summarize(records)
-    all_labels = sorted({label for rows in table.values() for label in rows}, key=row_order)
+    # One colour and legend entry per method: a reduced-budget row (e.g. IMDb's test sample) keeps its method's.
+    def method(label: str) -> str:  # the row label without its reductions, tag kept
+        return label.split(" (")[0]
+    methods = sorted({method(label) for rows in table.values() for label in rows}, key=row_order)
     palette = [plt.cm.tab20(i) for i in [*range(0, 20, 2), *range(1, 20, 2)]]  # the dark colours first
-    colors = {label: palette[i % 20] for i, label in enumerate(all_labels)}
+    colors = {name: palette[i % 20] for i, name in enumerate(methods)}
     fig, axes = plt.subplots(1, len(table), figsize=(5 * len(table), 4.2), squeeze=False)
     for ax, (dataset, rows) in zip(axes[0], sorted(table.items())):
         for label in sorted(rows, key=row_order):
             points = sorted(rows[label].values())
             means, stds = zip(*(mean_std(accuracies) for _, accuracies in points))
             ax.errorbar([n for n, _ in points], 100 * np.array(means), yerr=100 * np.array(stds), marker="o",
-                        capsize=3, color=colors[label], label=label,
+                        capsize=3, color=colors[method(label)], label=method(label),
                         linestyle="--" if base_method(label) in BASELINES else "-")
         ticks = sorted({n for cells in rows.values() for n, _ in cells.values()})
-        ax.set(xscale="log", title=dataset, xlabel="labelled training examples", ylabel="test accuracy (%)")
+        reduced = any(label != method(label) for label in rows)
+        title = f"{dataset} (reduced budget: see the table)" if reduced else dataset
+        ax.set(xscale="log", title=title, xlabel="labelled training examples", ylabel="test accuracy (%)")
         ax.set_xticks(ticks, [str(n) for n in ticks], minor=False)
         ax.minorticks_off()
         ax.grid(True, which="both", alpha=0.3)
     handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels())}
-    axes[0][-1].legend([handles[k] for k in all_labels], all_labels, loc="center left", bbox_to_anchor=(1.02, 0.5),
+    axes[0][-1].legend([handles[k] for k in methods], methods, loc="center left", bbox_to_anchor=(1.02, 0.5),
                        fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
