@@ -34,7 +34,6 @@ Run it on an idle machine (the load average at the start is recorded)::
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import importlib.metadata
 import itertools
@@ -54,9 +53,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from accuracy import read_csv
 from engine_speed import time_blocks, zipf_ids  # same folder: one timing helper for all scripts
 from skulmfit import tokenizer
 from skulmfit.batching import pad_batch
+from skulmfit.estimator import _use_bf16  # the library's own bf16 choice, so both agree
 from skulmfit.model import PAD_ID, AWDLSTMConfig, LanguageModel, TextClassifier
 from skulmfit.vocab import Vocab
 from skulmfit.pretrain import machine_description
@@ -83,14 +84,6 @@ def fastai_api() -> SimpleNamespace:
     return SimpleNamespace(SpacyTokenizer=SpacyTokenizer, TokenizeWithRules=TokenizeWithRules,
                            pad_input_chunk=pad_input_chunk, AWD_LSTM=AWD_LSTM, awd_lstm_lm_config=awd_lstm_lm_config,
                            get_language_model=get_language_model, get_text_classifier=get_text_classifier)
-
-
-def bf16_available(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def synced(step: Step, device: torch.device) -> Step:
@@ -292,12 +285,6 @@ def bench_tokenizer(args) -> dict:
     return result
 
 
-def read_labelled(path: Path) -> tuple[list[str], list[str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [r["text"] for r in rows], [r["label"] for r in rows]
-
-
 def peak_rss_mib() -> float:
     """This process's peak RSS. VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's RSS."""
     status = Path("/proc/self/status")
@@ -322,7 +309,7 @@ def child(args, device: torch.device) -> None:
     result = {"rss_after_imports_mib": peak_rss_mib()}
     if args.case == "fit":
         from skulmfit import ULMFiTClassifier
-        (x_train, y_train), (x_test, y_test) = (read_labelled(Path(args.trec) / f"{s}.csv") for s in ("train", "test"))
+        (x_train, y_train), (x_test, y_test) = (read_csv(Path(args.trec) / f"{s}.csv") for s in ("train", "test"))
         start = time.perf_counter()
         precision = args.precision or "auto"  # no --precision: every parameter at its default
         model = ULMFiTClassifier(device=str(device), precision=precision, random_state=0).fit(x_train, y_train)
@@ -412,7 +399,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     if load > 0.5:
         print(f"warning: load average {load:.2f} at start; the timings are not reliable", file=sys.stderr)
-    precisions = ["fp32"] + (["bf16"] if bf16_available(device) else [])
+    precisions = ["fp32"] + (["bf16"] if _use_bf16("auto", device) else [])  # where skulmfit picks bf16
     configs = args.configs or (list(CONFIGS) if device.type == "cuda" else ["bundled", "16k"])
     results = {"machine": machine_description(), "versions": versions(), "settings": vars(args),
                "device": str(device), "load_average_1min_at_start": load, "precisions": precisions,
