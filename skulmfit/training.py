@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .batching import bptt_lengths, classifier_batches, lm_batches, lm_rows, lm_stream, pad_batch
+from .loss import linear_cross_entropy
 from .model import LanguageModel, TextClassifier
 from .progress import SilentProgress
 from .schedule import discriminative_lrs, freeze_to, param_groups, set_stlr, unfreezing_stages
@@ -51,13 +52,22 @@ def lm_batch_size(n_tokens: int, batch_size: int, bptt: int) -> int:
     return max(1, min(batch_size, n_tokens // (bptt + 1)))
 
 
+def _lm_loss(model: LanguageModel, hidden: torch.Tensor, y: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Mean next-token cross-entropy of the decoder on ``hidden`` (the fused loss: no fp32 logits)."""
+    decoder = model[1].decoder
+    return linear_cross_entropy(hidden.reshape(-1, hidden.size(-1)), decoder.weight, decoder.bias, y.reshape(-1),
+                                torch.bfloat16 if bf16 else None)
+
+
 def lm_train_step(model: LanguageModel, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                   state: list | None, *, bf16: bool = False, clip: float = LM_CLIP,
                   alpha: float = AR_ALPHA, beta: float = TAR_BETA) -> tuple[float, list]:
     """One truncated-BPTT update; returns the cross-entropy and the detached state to carry on."""
     with autocast(x.device, bf16):
-        logits, dropped, raw, state = model(x, state)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+        top, raw_outputs, state = model[0](x, state)
+        dropped = model[1].output_dp(top)
+    loss = _lm_loss(model, dropped, y, bf16)
+    raw = raw_outputs[-1]
     total = loss
     if alpha:  # AR: keep the dropped-out activations small
         total = total + alpha * dropped.float().pow(2).mean()
@@ -128,8 +138,8 @@ def evaluate_language_model(model: LanguageModel, stream: np.ndarray, *, batch_s
     with torch.inference_mode(), autocast(device, bf16):
         for x, y in lm_batches(rows, bptt_lengths(rows.shape[1] - 1, bptt, None)):
             x, y = x.to(device), y.to(device)
-            logits, _, _, state = model(x, state)
-            total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
+            top, _, state = model[0](x, state)
+            total += _lm_loss(model, top, y, bf16).item() * y.numel()
             count += y.numel()
     return total / count
 

@@ -1,0 +1,85 @@
+"""The language model's softmax loss, fused with its decoder.
+
+``F.cross_entropy(hidden @ weight.T + bias, target)`` materialises the (tokens x vocabulary) logits
+in fp32 several times over: the upcast of bf16 logits, the log-softmax, its gradient, and a zero-filled
+gradient buffer for the target gather. At the bundled size these tensors (4,480 x 8,000 floats per batch)
+cost a third of a training step on a CPU. Here the logits are computed once in the compute dtype and
+reduced in cache-sized fp32 slices to the loss and, when a gradient is wanted, to the softmax gradient,
+which overwrites the logits in the same buffer. No vocabulary-sized tensor is ever allocated in fp32,
+and each logit is exponentiated once.
+"""
+from __future__ import annotations
+
+import torch
+
+# fp32 logits handled at a time: 1 MiB stays in cache, and stays below the size from which the C
+# allocator maps fresh pages (each first touch of which costs a page fault). Measured: 4 MiB slices
+# made the bf16 loss twice as slow.
+_SLICE_ELEMENTS = 2**18
+
+
+def _row_slices(n_rows: int, vocab_size: int):
+    step = max(1, _SLICE_ELEMENTS // max(1, vocab_size))
+    return (slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step))
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, target):
+        logits = torch.addmm(bias, hidden, weight.t())
+        n_rows, vocab_size = logits.shape
+        wants_grad = any(ctx.needs_input_grad[:3])
+        losses = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
+        grad_bias = torch.zeros(vocab_size, dtype=torch.float32, device=logits.device) if wants_grad else None
+        for rows in _row_slices(n_rows, vocab_size):
+            shifted = logits[rows].float()
+            shifted -= shifted.amax(dim=1, keepdim=True)
+            target_rows = target[rows].unsqueeze(1)
+            target_shifted = shifted.gather(1, target_rows).squeeze(1)
+            probs = shifted.exp_()
+            normaliser = probs.sum(dim=1)
+            losses[rows] = normaliser.log() - target_shifted
+            if wants_grad:
+                # The gradient for an upstream gradient of n_rows, while this slice is in cache: the
+                # logits buffer becomes d(sum of losses)/d(logits), and backward only rescales.
+                probs /= normaliser.unsqueeze(1)
+                probs.scatter_add_(1, target_rows, probs.new_full(target_rows.shape, -1.0))
+                grad_bias += probs.sum(dim=0)
+                logits[rows] = probs
+        if wants_grad:
+            ctx.save_for_backward(hidden, weight, logits, grad_bias)
+        return losses.mean()
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        hidden, weight, grad_logits, grad_bias = ctx.saved_tensors
+        scale = grad_loss / len(hidden)
+        grad_hidden = (grad_logits @ weight).mul_(scale) if ctx.needs_input_grad[0] else None
+        grad_weight = (grad_logits.t() @ hidden).mul_(scale) if ctx.needs_input_grad[1] else None
+        grad_bias = (grad_bias * scale).to(weight.dtype) if ctx.needs_input_grad[2] else None
+        return grad_hidden, grad_weight, grad_bias, None
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, target: torch.Tensor,
+                         dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Mean ``cross_entropy(hidden @ weight.T + bias, target)`` without fp32 vocabulary-sized tensors.
+
+    Parameters
+    ----------
+    hidden : Tensor of shape (n, d)
+    weight : Tensor of shape (vocab, d)
+    bias : Tensor of shape (vocab,)
+    target : LongTensor of shape (n,)
+    dtype : torch.dtype, optional
+        Dtype of the matrix products (``torch.bfloat16`` on the fast path); the log-sum-exp is
+        always taken in fp32. Default: ``hidden``'s dtype.
+
+    Returns
+    -------
+    Tensor
+        The scalar loss, in fp32.
+    """
+    dtype = dtype or hidden.dtype
+    if target.dtype != torch.long or target.shape != hidden.shape[:1]:
+        raise ValueError(f"target must be a LongTensor of shape {tuple(hidden.shape[:1])}")
+    return _LinearCrossEntropy.apply(hidden.to(dtype), weight.to(dtype), bias.to(dtype), target)
