@@ -272,6 +272,37 @@ def test_weight_dropout_training_output_differs_from_eval_and_between_calls():
     assert not torch.allclose(a, b)
 
 
+def test_weight_dropout_one_mask_shares_the_dropped_weight_across_calls():
+    wd, _ = _wrapped_lstm(n_in=8, n_out=32, p=0.5)
+    wd.train()
+    seen = []
+    handle = wd.module.register_forward_pre_hook(lambda m, args: seen.append(m.weight_hh_l0.detach().clone()))
+    x = torch.randn(2, 5, 8)
+    with wd.one_mask():
+        out1, state = wd(x)
+        out2, _ = wd(x, state)
+    wd(x)
+    handle.remove()
+    assert torch.equal(seen[0], seen[1])
+    assert not torch.equal(seen[1], seen[2])  # outside the context each call draws again
+    (out1.sum() + out2.sum()).backward()  # one graph through both calls reaches the raw weight
+    grad = wd.weight_hh_l0_raw.grad
+    assert torch.all(grad[seen[0] == 0] == 0) and grad.abs().sum() > 0
+    assert wd._shared_weight is None and wd.module.weight_hh_l0.numel() == 0
+
+
+def test_classifier_draws_one_weight_mask_per_batch_not_per_chunk():
+    torch.manual_seed(0)
+    model = TextClassifier(tiny_config(n_layers=2), 2, bptt=4, max_len=20).train()
+    seen = []
+    rnn = model[0].rnns[0]
+    handle = rnn.module.register_forward_pre_hook(lambda m, args: seen.append(m.weight_hh_l0.detach().clone()))
+    model(random_ids(2, 13), torch.tensor([13, 10]))
+    handle.remove()
+    assert len(seen) == 4  # 13 tokens in chunks of 4
+    assert all(torch.equal(seen[0], w) for w in seen[1:])
+
+
 def test_weight_dropout_eval_gradient_reaches_raw():
     wd, _ = _wrapped_lstm()
     wd.eval()
