@@ -228,18 +228,23 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
 
 
 def inference_batches(lengths: np.ndarray, max_tokens: int, max_len: int, max_rows: int = 1024,
-                      min_rows: int = 1) -> list[np.ndarray]:
+                      min_rows: int = 1, max_padding: float = 0.1) -> list[np.ndarray]:
     """Length-sorted batches sized by a token budget: many short documents, at least ``min_rows`` long ones.
 
     A row costs ``min(length, max_len)`` tokens of activations at a time, because BPT3C never
     holds more than ``max_len`` positions of a document. ``min_rows`` keeps the LSTM's matrix
-    products wide enough to be efficient when documents are long.
+    products wide enough to be efficient when documents are long. Beyond ``min_rows`` a batch only
+    takes documents at most ``max_padding`` shorter than its first, so that padding costs little.
     """
-    order = np.argsort(-np.asarray(lengths), kind="stable")
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    ascending = lengths[order][::-1]
     batches, start = [], 0
     while start < len(order):
-        width = min(int(lengths[order[start]]), max_len)
-        rows = max(1, min_rows, min(max_rows, max_tokens // max(width, 1)))
+        longest = int(lengths[order[start]])
+        by_budget = max_tokens // max(min(longest, max_len), 1)
+        close_in_length = len(order) - int(np.searchsorted(ascending, longest * (1 - max_padding))) - start
+        rows = max(1, min_rows, min(max_rows, by_budget, close_in_length))
         batches.append(order[start:start + rows])
         start += rows
     return batches

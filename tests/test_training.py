@@ -306,10 +306,20 @@ def test_inference_batches_cover_and_respect_budget(max_tokens, max_len, max_row
     for b in batches:
         if len(b) > min_rows:
             assert len(b) * min(lengths[b].max(), max_len) <= max_tokens
-    # Not needlessly small: the next document would have broken the budget or max_rows.
+            assert lengths[b].min() >= 0.9 * lengths[b].max()  # padding stays under max_padding
+    # Not needlessly small: the next document would have broken the budget, max_rows or max_padding.
     for b, nxt in zip(batches, batches[1:]):
         width = min(lengths[b[0]], max_len)
-        assert len(b) in (max_rows, min_rows) or (len(b) + 1) * width > max_tokens
+        assert (len(b) in (max_rows, min_rows) or (len(b) + 1) * width > max_tokens
+                or lengths[nxt[0]] < 0.9 * lengths[b[0]])
+
+
+def test_inference_batches_keep_short_documents_of_similar_length_together():
+    lengths = np.random.default_rng(0).integers(10, 31, 1000)
+    batches = inference_batches(lengths, max_tokens=25600, max_len=1400, min_rows=64, max_padding=0.1)
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    assert padded <= 1.1 * lengths.sum()
+    assert len(batches) < 20
 
 
 def test_end_to_end_toy_task_learned_from_scratch():
