@@ -175,14 +175,66 @@ def build(case: str, side: str, sizes: tuple, bf16: bool, device: torch.device, 
                 out = logits(side, model, docs, device, args.bptt)
             update(model, optimizer, F.cross_entropy(out.float(), targets), CLASSIFIER_CLIP)
         return synced(step, device), sum(map(len, docs))
-    n_docs = args.infer_docs if case == "infer-short" else max(8, args.infer_docs // 16)
-    docs = random_docs(rng, vocab, *INFER_LENGTHS[case], n_docs)
-    docs = [docs[i] for i in rng.permutation(n_docs)]  # unsorted input: sorting is part of predicting
+    docs = infer_docs(case, vocab, args)
+    n_docs = len(docs)
     model.eval()
     if side == "skulmfit":
         return synced(lambda: predict_logits(model, docs, batch_size=args.infer_batch, device=device, bf16=bf16),
                       device), n_docs
     return synced(lambda: fastai_predict(model, docs, bf16, device, args), device), n_docs
+
+
+def infer_docs(case: str, vocab: int, args) -> list[np.ndarray]:
+    """The token ids an inference case predicts, in random order (sorting is part of predicting)."""
+    rng = np.random.default_rng(0)
+    n_docs = args.infer_docs if case == "infer-short" else max(8, args.infer_docs // 16)
+    docs = random_docs(rng, vocab, *INFER_LENGTHS[case], n_docs)
+    return [docs[i] for i in rng.permutation(n_docs)]
+
+
+# ----------------------------------------------------------------------------- ceiling
+
+def forward_flops_per_token(sizes: tuple, decoder: bool) -> int:
+    """Multiply-adds x 2 of the LSTM stack for one token (and of the tied decoder for a language model)."""
+    vocab, emb, hidden, layers = sizes
+    widths = [emb] + [hidden] * (layers - 1) + [emb]
+    lstm = sum(2 * 4 * out * (inp + out) for inp, out in zip(widths, widths[1:]))
+    return lstm + (2 * vocab * emb if decoder else 0)
+
+
+def case_flops_per_unit(case: str, sizes: tuple, args) -> float | None:
+    """Model FLOPs per token (training: forward + backward = 3 x forward) or per document (inference)."""
+    if case in ("lm", "classifier"):
+        return 3 * forward_flops_per_token(sizes, decoder=case == "lm")
+    if case.startswith("infer"):
+        docs = infer_docs(case, sizes[0], args)
+        return forward_flops_per_token(sizes, decoder=False) * sum(map(len, docs)) / len(docs)
+    return None  # from text: the token count depends on each library's tokenizer
+
+
+def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype, device: torch.device, seconds: float = 1.0) -> float:
+    """GFLOP/s of a plain (m x k) @ (k x n) product, repeated for about ``seconds``."""
+    a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
+    step = synced(lambda: a @ b, device)
+    for _ in range(3):
+        step()
+    start, count = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        step()
+        count += 1
+    return 2 * m * k * n * count / (time.perf_counter() - start) / 1e9
+
+
+def bench_ceiling(configs: list[str], precisions: list[str], device: torch.device) -> dict:
+    """What the machine's matrix products reach: a large square product, and the first LSTM layer's
+    gate product (64 rows x (input + hidden) x 4 hidden), the shape that dominates every case here."""
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    result = {"square 2048": {p: matmul_gflops(2048, 2048, 2048, dtypes[p], device) for p in precisions}}
+    for config in configs:
+        _, emb, hidden, _ = CONFIGS[config]
+        result[f"{config}: 64 x {emb + hidden} x {4 * hidden} (LSTM gates)"] = {
+            p: matmul_gflops(64, emb + hidden, 4 * hidden, dtypes[p], device) for p in precisions}
+    return result
 
 
 def text_docs(args, case: str) -> list[str]:
@@ -256,6 +308,9 @@ def bench_case(case: str, sizes: tuple, precisions: list[str], device: torch.dev
         return time_blocks(step, 0, steps, 1)[0]
     times = alternate({name: functools.partial(block, step) for name, (step, _) in variants.items()}, args.repeats)
     result = {name: summary(times[name], units, unit) for name, (_, units) in variants.items()}
+    flops = case_flops_per_unit(case, sizes, args)
+    for name in variants if flops else []:
+        result[name]["model_gflops_per_s"] = result[name][unit] * flops / 1e9
     result["ratio"] = {p: result[f"skulmfit {p}"][unit] / result[f"fastai {p}"][unit] for p in precisions}
     if "bf16" in precisions:  # skulmfit's fast path against fastai's default
         result["ratio"]["skulmfit bf16 / fastai fp32"] = result["skulmfit bf16"][unit] / result["fastai fp32"][unit]
@@ -339,24 +394,33 @@ def table(results: dict) -> str:
         if not run or "peak_rss_mib" not in run:
             return "-"
         return f"{run['peak_rss_mib']:,.0f} (+{run['peak_rss_mib'] - run['rss_after_imports_mib']:,.0f})"
-    rows = ["| config | case | precision | skulmfit | fastai | skulmfit/fastai | peak RSS MiB skulmfit / fastai |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| config | case | precision | skulmfit | fastai | skulmfit/fastai | model GFLOP/s skulmfit / fastai "
+            "| peak RSS MiB skulmfit / fastai |", "|---|---|---|---|---|---|---|---|"]
     tok = results.get("tokenizer")
     if tok:
         rows.append(f"| - | tokenizer (tokens/s) | - | {tok['skulmfit']['tokens_per_s']:,.0f} | "
-                    f"{tok['fastai']['tokens_per_s']:,.0f} | {tok['ratio']:.2f} | - |")
+                    f"{tok['fastai']['tokens_per_s']:,.0f} | {tok['ratio']:.2f} | - | - |")
     for config, cases in results["models"].items():
         for case, entry in cases.items():
             unit = "docs_per_s" if case.startswith(("infer", "text")) else "tokens_per_s"
             for p in results["precisions"]:
                 mem_text = " / ".join(memory(results["memory"].get(f"{config} {case} {side} {p}")) for side in SIDES)
+                gflops = " / ".join(f"{entry[f'{side} {p}']['model_gflops_per_s']:.0f}"
+                                    if "model_gflops_per_s" in entry[f"{side} {p}"] else "-" for side in SIDES)
                 rows.append(f"| {config} | {case} ({unit.replace('_per_s', '/s')}) | {p} | "
                             f"{entry[f'skulmfit {p}'][unit]:,.1f} | {entry[f'fastai {p}'][unit]:,.1f} | "
-                            f"{entry['ratio'][p]:.2f} | {mem_text} |")
+                            f"{entry['ratio'][p]:.2f} | {gflops} | {mem_text} |")
     for i, run in enumerate(results.get("fit", [])):
         if "fit_s" in run:
             rows.append(f"| default | TREC-6 fit (run {i + 1}); predict | {run['precision']} | "
-                        f"{run['fit_s']:.1f} s; {run['predict_docs_per_s']:,.0f} docs/s | - | - | {memory(run)} / - |")
+                        f"{run['fit_s']:.1f} s; {run['predict_docs_per_s']:,.0f} docs/s | - | - | - | "
+                        f"{memory(run)} / - |")
+    ceiling = results.get("ceiling_gflops_per_s", {})
+    if ceiling:
+        rows += ["", "| matrix product | " + " | ".join(f"{p} GFLOP/s" for p in results["precisions"]) + " |",
+                 "|---|" + "---|" * len(results["precisions"])]
+        rows += [f"| {shape} | " + " | ".join(f"{by_precision[p]:.0f}" for p in results["precisions"]) + " |"
+                 for shape, by_precision in ceiling.items()]
     return "\n".join(rows)
 
 
@@ -408,6 +472,7 @@ def main() -> None:
         results["tokenizer"] = bench_tokenizer(args)
         print(f"tokenizer: skulmfit/fastai {results['tokenizer']['ratio']:.2f}", flush=True)
     cases = [case for case in args.cases or CASES if args.data or not case.startswith("text")]  # text needs --data
+    results["ceiling_gflops_per_s"] = bench_ceiling(configs, precisions, device)
     for config in configs:
         for case in cases:
             entry = results["models"].setdefault(config, {})[case] = bench_case(
