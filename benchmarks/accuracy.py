@@ -364,7 +364,7 @@ def run(args: argparse.Namespace) -> None:
         print_budget(data, args)
         for budget in args.budgets:
             n_labels = None if budget == "all" else int(budget)
-            for seed in [0] if n_labels is None else args.seeds:
+            for seed in [0] if n_labels is None and not args.all_seeds else args.seeds:
                 subset = label_subset(data.y_train, n_labels, seed)
                 for method in args.methods:
                     record = run_one(args, data, method, budget, seed, subset)
@@ -514,6 +514,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budgets", nargs="+", type=budget_value, default=["100", "500", "1000", "all"],
                         help="label budgets, or 'all'")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of budgets below 'all'")
+    parser.add_argument("--all-seeds", action="store_true",
+                        help="run every seed at budget 'all' too (default: seed 0 only; the seed then only "
+                             "changes the training randomness)")
     parser.add_argument("--max-test", type=int, default=0, help="stratified test sample size (0 = whole test set)")
     parser.add_argument("--max-unlabeled", type=int, default=0,
                         help="semi-supervised: seeded sample of at most this many unlabelled texts (0 = all)")
