@@ -24,7 +24,7 @@ def grads_of(loss, tensors):
 
 @pytest.mark.parametrize("slice_elements", [1, 50 * 5, 2**18])  # one row, several rows, all rows per slice
 def test_matches_cross_entropy_of_linear_in_fp32(monkeypatch, slice_elements):
-    monkeypatch.setattr(loss_module, "_SLICE_ELEMENTS", slice_elements)
+    monkeypatch.setattr(loss_module, "_CPU_SLICE_ELEMENTS", slice_elements)
     hidden, weight, bias, target = inputs()
     expected = F.cross_entropy(F.linear(hidden, weight, bias), target)
     got = linear_cross_entropy(hidden, weight, bias, target)
@@ -104,3 +104,12 @@ def test_lm_train_step_reports_the_cross_entropy_of_the_model_logits():
     optimizer = make_optimizer(model.layer_groups(), [0.0] * 3, 0.0)
     loss, _ = lm_train_step(model, optimizer, x, y, None, alpha=0.0, beta=0.0)
     assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_slices_are_cache_sized_on_a_cpu_and_few_on_a_gpu():
+    cpu = list(loss_module._row_slices(4480, 60000, torch.device("cpu")))
+    gpu = list(loss_module._row_slices(4480, 60000, torch.device("cuda")))  # a device name needs no GPU
+    assert len(cpu) == 1120 and len(gpu) == 9
+    for slices in (cpu, gpu):
+        assert slices[0].start == 0 and slices[-1].stop == 4480
+        assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
