@@ -51,7 +51,11 @@ _DROPOUT_NAMES = ("output_p", "hidden_p", "input_p", "embed_p", "weight_p")
 
 
 class RNNDropout(nn.Module):
-    """Variational (locked) dropout: one mask per sequence, shared over all time steps."""
+    """Variational (locked) dropout: one mask per call, shared over all its time steps.
+
+    A classifier reading a document in chunks draws one per chunk, as fastai does; only the
+    DropConnect mask is held for the whole document batch (:meth:`AWDLSTM.one_weight_mask`).
+    """
 
     def __init__(self, p: float):
         super().__init__()
