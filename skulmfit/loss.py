@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 # fp32 logits handled at a time. On a CPU, 1 MiB stays in cache, and stays below the size from which
-# the C allocator maps fresh pages (each first touch of which costs a page fault); 4 MiB slices made
-# the bf16 loss twice as slow. A GPU wants few, large kernels instead: 128 MiB slices.
+# the C allocator maps fresh pages (whose first touch costs a page fault each); larger slices were
+# slower when tried. A GPU wants few, large kernels instead: 128 MiB slices.
 _CPU_SLICE_ELEMENTS = 2**18
 _GPU_SLICE_ELEMENTS = 2**25
 

@@ -112,7 +112,7 @@ class WeightDropout(nn.Module):
         raw = self.weight_hh_l0_raw
         if not self.training or self.p == 0.0:
             return raw * 1.0  # a plain tensor: assigned to the LSTM, a Parameter would become its own
-        # A uniform draw compared with p costs half of bernoulli_ on a CPU (measured: 2.8 vs 5.5 ms).
+        # A uniform draw compared with p is cheaper than bernoulli_ on a CPU.
         keep = torch.rand_like(raw).ge_(self.p).div_(1 - self.p)
         return raw * keep
 
