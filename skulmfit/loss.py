@@ -2,8 +2,8 @@
 
 ``F.cross_entropy(hidden @ weight.T + bias, target)`` materialises the (tokens x vocabulary) logits
 in fp32 several times over: the upcast of bf16 logits, the log-softmax, its gradient, and a zero-filled
-gradient buffer for the target gather. At the bundled size these tensors (4,480 x 8,000 floats per batch)
-cost a third of a training step on a CPU. Here the logits are computed once in the compute dtype and
+gradient buffer for the target gather. At the bundled size each is 4,480 x 8,000 floats per batch.
+Here the logits are computed once in the compute dtype and
 reduced in cache-sized fp32 slices to the loss and, when a gradient is wanted, to the softmax gradient,
 which overwrites the logits in the same buffer. No vocabulary-sized tensor is ever allocated in fp32,
 and each logit is exponentiated once.
@@ -82,6 +82,10 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
         The scalar loss, in fp32.
     """
     dtype = dtype or hidden.dtype
+    if hidden.dim() != 2 or len(hidden) == 0:
+        raise ValueError(f"hidden must be a non-empty (n, d) tensor; got shape {tuple(hidden.shape)}")
     if target.dtype != torch.long or target.shape != hidden.shape[:1]:
         raise ValueError(f"target must be a LongTensor of shape {tuple(hidden.shape[:1])}")
+    if target.min() < 0 or target.max() >= len(weight):
+        raise ValueError(f"target ids must lie in [0, {len(weight)}); got {target.min().item()}..{target.max().item()}")
     return _LinearCrossEntropy.apply(hidden.to(dtype), weight.to(dtype), bias.to(dtype), target)

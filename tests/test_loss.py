@@ -87,11 +87,18 @@ def test_bf16_matches_autocast_cross_entropy_within_bf16_rounding():
         torch.testing.assert_close(g, e, rtol=0.05, atol=0.02 * e.abs().max().item())
 
 
-@pytest.mark.parametrize("target", [torch.zeros(37, dtype=torch.int32), torch.zeros(36, dtype=torch.long)])
-def test_rejects_a_target_of_the_wrong_type_or_length(target):
-    hidden, weight, bias, _ = inputs()
+@pytest.mark.parametrize("target", [torch.zeros(37, dtype=torch.int32), torch.zeros(36, dtype=torch.long),
+                                    torch.full((37,), 50), torch.full((37,), -1)])
+def test_rejects_a_target_of_the_wrong_type_length_or_range(target):
+    hidden, weight, bias, _ = inputs()  # vocabulary of 50
     with pytest.raises(ValueError, match="target"):
         linear_cross_entropy(hidden, weight, bias, target)
+
+
+def test_rejects_empty_hidden_states_instead_of_returning_nan():
+    _, weight, bias, _ = inputs()
+    with pytest.raises(ValueError, match="non-empty"):
+        linear_cross_entropy(torch.zeros(0, 8), weight, bias, torch.zeros(0, dtype=torch.long))
 
 
 def test_lm_train_step_reports_the_cross_entropy_of_the_model_logits():
