@@ -1,10 +1,21 @@
-"""Perplexity and unknown-token rate of pretrained language models on held-out text.
+"""Bits per character, perplexity and unknown-token rate of pretrained language models on held-out text.
 
 Evaluates each weight file on (a) a held-out shard of the pretraining corpus (``--valid``,
 e.g. the Wikipedia ``valid.txt.gz``) and (b) WikiText-2 test (``--wikitext``), detokenized
 first (``@-@`` markers, `` 's`` and spaces before punctuation undone) so that skulmfit's own
-tokenizer sees running text. Perplexity counts every token, ``xxunk`` included, so it must be
-read together with the unknown-token rate. Results go to JSON and into the models' cards.
+tokenizer sees running text. Each model reads the text through its own tokenizer (word-level or
+subword), so three figures are reported:
+
+* ``bits_per_char``: the model's total loss in bits over the number of characters of the text
+  (one more per line, for its start). Comparable across tokenizers. A word-level model's
+  ``xxunk`` costs it nothing for spelling the unknown word out, so its figure is optimistic by
+  about its unknown rate.
+* ``word_perplexity``: the total loss per word token (fastai's rules, special tokens included):
+  comparable across tokenizers with the same caveat; for a word-level model it equals the
+  per-token ``perplexity``.
+* ``perplexity``: per token of the model's own vocabulary, read with ``unknown_rate``.
+
+Results go to JSON and into the models' cards.
 
     python benchmarks/lm_eval.py skulmfit/weights/wiki-en-small.fwd.pt skulmfit/weights/wiki-en-small.bwd.pt \\
         --valid ../shared/data/lm-corpus/wikipedia-en/valid.txt.gz \\
@@ -27,6 +38,8 @@ from skulmfit.pretrained import load_weights
 from skulmfit.tokenizer import tokenize_many
 from skulmfit.training import evaluate_language_model
 from skulmfit.vocab import Vocab
+
+LN2 = math.log(2)
 
 
 def detokenize_wikitext(line: str) -> str:
@@ -54,15 +67,31 @@ def read_lines(path: Path, max_tokens_hint: int) -> list[str]:
 def evaluate(weights: Path, texts: list[str]) -> dict:
     lm = load_weights(weights)
     vocab = Vocab(lm.itos)
-    ids = np.concatenate(vocab.numericalize_many(tokenize_many(texts)))
+    ids = np.concatenate(vocab.numericalize_many(lm.tokenizer.tokenize_many(texts)))
     if lm.backwards:
         ids = ids[::-1].copy()
     model = lm.build()
     start = time.perf_counter()
     loss = evaluate_language_model(model, ids, batch_size=32, bptt=70)
-    return {"perplexity": round(math.exp(loss), 2), "tokens": int(len(ids)),
+    total_nats = loss * (len(ids) - 1)  # the mean runs over every token but the first
+    n_chars = sum(len(t) + 1 for t in texts)
+    n_words = sum(map(len, tokenize_many(texts)))
+    return {"bits_per_char": round(total_nats / LN2 / n_chars, 4),
+            "word_perplexity": round(math.exp(total_nats / n_words), 2),
+            "perplexity": round(math.exp(loss), 2), "tokens": int(len(ids)), "words": n_words, "chars": n_chars,
             "unknown_rate": round(float(np.mean(ids == vocab.unk_id)), 4),
             "seconds": round(time.perf_counter() - start, 1)}
+
+
+def unknown_rates(weights: Path, text_sets: dict[str, list[str]]) -> dict[str, float]:
+    """Share of each text set's tokens that the model's vocabulary does not know (``xxunk``)."""
+    lm = load_weights(weights)
+    vocab = Vocab(lm.itos)
+    rates = {}
+    for name, texts in text_sets.items():
+        ids = np.concatenate(vocab.numericalize_many(lm.tokenizer.tokenize_many(texts)))
+        rates[name] = round(float(np.mean(ids == vocab.unk_id)), 4)
+    return rates
 
 
 def main():
@@ -72,13 +101,22 @@ def main():
     parser.add_argument("--wikitext", type=Path, required=True, help="WikiText-2 wiki.test.tokens")
     parser.add_argument("--max-words", type=int, default=500_000)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lm_eval.json")
+    parser.add_argument("--classification", type=Path,
+                        help="folder with trec/, sst2/, imdb/: adds the unknown-token rate of their training texts")
     parser.add_argument("--update-cards", action="store_true", help="write the figures into each model's card")
     args = parser.parse_args()
     texts = {"wikipedia_valid": read_lines(args.valid, args.max_words),
              "wikitext2_test": [detokenize_wikitext(t) for t in read_lines(args.wikitext, args.max_words)]}
+    task_texts = {}
+    if args.classification:
+        from accuracy import read_csv  # same folder
+        task_texts = {name: read_csv(args.classification / path)[0] for name, path in
+                      (("trec", "trec/train.csv"), ("sst2", "sst2/train.csv"), ("imdb", "imdb/train.csv.gz"))}
     results = {"machine": machine_description(), "models": {}}
     for weights in args.weights:
         entry = results["models"][weights.name] = {name: evaluate(weights, t) for name, t in texts.items()}
+        if task_texts:
+            entry["unknown_rate_train_texts"] = unknown_rates(weights, task_texts)
         print(weights.name, json.dumps(entry), flush=True)
         card_path = weights.with_suffix(".json")
         if args.update_cards and card_path.exists():

@@ -1,8 +1,8 @@
 """Choose ULMFiTClassifier's defaults on validation data, never on the test sets.
 
 Each run fits one parameter setting on a stratified sample of ``--labels`` training texts and
-scores it on validation texts: SST-2's official dev split, and for TREC-6 (no dev split) 1,000
-training texts outside every sample. One JSON record per run goes to ``--out``; the summary
+scores it on validation texts: SST-2's official dev split, and for TREC-6 and IMDb (no dev
+split) 1,000 and 2,000 training texts outside every sample. One JSON record per run goes to ``--out``; the summary
 prints the mean validation accuracy per setting and dataset.
 
     python benchmarks/tune_defaults.py --data ../shared/data --datasets sst2 trec --seeds 0 1 \\
@@ -25,7 +25,7 @@ from skulmfit import ULMFiTClassifier
 from skulmfit.pretrain import machine_description
 from skulmfit.pretrained import resolve
 
-TREC_VALIDATION = 1000
+HELD_OUT = {"trec": ("trec/train.csv", 1000), "imdb": ("imdb/train.csv.gz", 2000)}  # training texts kept for validation
 
 
 def tuning_split(data: Path, dataset: str) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
@@ -34,19 +34,21 @@ def tuning_split(data: Path, dataset: str) -> tuple[list[str], np.ndarray, list[
         X, y = read_csv(data / "sst2" / "train.csv")
         X_valid, y_valid = read_csv(data / "sst2" / "dev.csv")
         return X, y, X_valid, y_valid
-    X, y = read_csv(data / "trec" / "train.csv")
-    pool, valid = train_test_split(np.arange(len(y)), test_size=TREC_VALIDATION, stratify=y, random_state=12345)
+    path, n_valid = HELD_OUT[dataset]
+    X, y = read_csv(data / path)
+    pool, valid = train_test_split(np.arange(len(y)), test_size=n_valid, stratify=y, random_state=12345)
     return [X[i] for i in pool], y[pool], [X[i] for i in valid], y[valid]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--datasets", nargs="+", default=["sst2", "trec"], choices=["sst2", "trec"])
+    parser.add_argument("--datasets", nargs="+", default=["sst2", "trec"], choices=["sst2", "trec", "imdb"])
     parser.add_argument("--labels", type=int, default=500)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--settings", nargs="+", default=["{}"], help="JSON objects of ULMFiTClassifier parameters")
     parser.add_argument("--pretrained", help="a fixed copy of the weights (pretraining may be rewriting the bundled ones)")
+    parser.add_argument("--tag", help="a name for the runs' pretrained model or variant, shown in the summary")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tune_defaults.jsonl")
     args = parser.parse_args()
     machine = machine_description()
@@ -59,7 +61,7 @@ def main() -> None:
                 fixed = {"pretrained": args.pretrained} if args.pretrained else {}
                 model = ULMFiTClassifier(random_state=seed, **fixed, **setting).fit([X[i] for i in sample], y[sample])
                 lm = resolve(model.pretrained).card
-                record = {"dataset": dataset, "labels": args.labels, "seed": seed, "setting": setting,
+                record = {"dataset": dataset, "labels": args.labels, "seed": seed, "setting": setting, "tag": args.tag,
                           "pretrained": {"source": str(model.pretrained), "tokens_seen": lm.get("tokens_seen")},
                           "valid_accuracy": float(np.mean(model.predict(X_valid) == y_valid)),
                           "seconds": round(time.perf_counter() - start, 1), "machine": machine}
@@ -74,9 +76,10 @@ def summarize(path: Path) -> None:
     scores = defaultdict(list)
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        scores[(r["dataset"], r["labels"], json.dumps(r["setting"], sort_keys=True))].append(r["valid_accuracy"])
-    for (dataset, labels, setting), accs in sorted(scores.items()):
-        print(f"{dataset} {labels} {setting}: {statistics.mean(accs):.4f} over {len(accs)} seeds")
+        key = (r["dataset"], r["labels"], r.get("tag") or "", json.dumps(r["setting"], sort_keys=True))
+        scores[key].append(r["valid_accuracy"])
+    for (dataset, labels, tag, setting), accs in sorted(scores.items()):
+        print(f"{dataset} {labels} {tag} {setting}: {statistics.mean(accs):.4f} over {len(accs)} seeds")
 
 
 if __name__ == "__main__":

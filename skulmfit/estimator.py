@@ -21,7 +21,7 @@ from . import __version__
 from .model import AWDLSTMConfig, LanguageModel, TextClassifier
 from .pretrained import DEFAULT_MODEL, PretrainedLM, match_embeddings, resolve
 from .progress import ProgressBar, SilentProgress
-from .tokenizer import tokenize_many
+from .text import Tokenizer
 from .training import fine_tune_language_model, pooled_features, predict_logits, train_classifier
 from .vocab import Vocab
 
@@ -63,7 +63,9 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
     ----------
     pretrained : str, path or None, default="wiki-en-small"
         A bundled model's name (see :func:`skulmfit.available_models`), a skulmfit weight file,
-        a folder or file of fastai WT103 weights, or ``None`` for random initialisation.
+        a folder or file of fastai WT103 weights, or ``None`` for random initialisation. The
+        pretrained model brings its own tokenizer (word-level or subword); with ``None`` the
+        texts are cut into words by fastai's rules.
     lm_epochs : int, default=2
         Epochs of language-model fine-tuning on the training (and ``unlabeled``) texts; 0 skips it.
     epochs : int or "auto", default="auto"
@@ -93,9 +95,11 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         natively: GPUs that support it and CPUs with AVX512-BF16 or AMX (elsewhere bf16 is emulated
         and slower than fp32). ``benchmarks/accuracy.py`` checks bf16 accuracy against fp32.
     max_vocab : int, default=30000
-        Size limit of the vocabulary (pretrained tokens plus new words from the training texts).
+        Size limit of a word-level vocabulary (pretrained tokens plus new words from the training
+        texts). A subword model's vocabulary is fixed: it has no unknown words to add.
     min_freq : int, default=2
-        A new word joins the vocabulary when it occurs at least this often in the training texts.
+        A new word joins a word-level vocabulary when it occurs at least this often in the
+        training texts.
     gradual_unfreezing, discriminative_lr, slanted_triangular : bool, default=True
         Switch off one part of the recipe each (the paper's ablations).
     validation_fraction : float or None, default=None
@@ -117,8 +121,10 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
+    tokenizer_ : Tokenizer
+        The pretrained model's tokenizer (raw text -> tokens), shared by both directions.
     vocab_ : list of Vocab
-        The vocabulary of each direction's model.
+        The vocabulary (tokens -> ids) of each direction's model.
     models_ : list of TextClassifier
         The fine-tuned classifier of each direction (forward first).
     history_ : list of dict
@@ -224,15 +230,17 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         train_idx, valid_idx = self._split(y_encoded, seed)
 
         epochs = self._final_epochs(len(train_idx))
-        tokens = tokenize_many(texts + extra)
+        directions = (False, True) if self.bidirectional else (False,)
+        lm_sources = [resolve(self.pretrained, backwards=backwards) for backwards in directions]
+        tokenizer = _shared_tokenizer(lm_sources, self.pretrained)
+        tokens = tokenizer.tokenize_many(texts + extra)
         n_threads = torch.get_num_threads()
         vocabs, models, histories = [], [], []
-        directions = (False, True) if self.bidirectional else (False,)
-        for backwards in directions:
+        for backwards, lm_source in zip(directions, lm_sources):
             # With random_state=None the seed stays out of the cache key (as in a Pipeline's memory):
             # otherwise every fit would draw a new seed and never reuse a cached language model.
             encoder = _cached(self.memory, fine_tune_encoder, ignore_seed=self.random_state is None)(
-                tokens, self.pretrained, _fingerprint(self.pretrained), backwards,
+                tokens, lm_source, _fingerprint(self.pretrained), backwards,
                 dict(lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
                      drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
                      discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
@@ -256,7 +264,8 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
             models.append(model)
             histories.append(history)
         # Fitted attributes are set together at the end: a fit that fails leaves the estimator as it was.
-        self.classes_, self.vocab_, self.models_, self.history_ = classes, vocabs, models, histories
+        self.classes_, self.tokenizer_, self.vocab_ = classes, tokenizer, vocabs
+        self.models_, self.history_ = models, histories
         self.n_threads_, self.epochs_ = n_threads, epochs
         self.precision_ = "bf16" if bf16 else "fp32"
         return self
@@ -349,7 +358,7 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         bf16 = _use_bf16(self.precision, device)
         run = pooled_features if pooled else predict_logits
         for start in range(0, len(texts), PREDICT_CHUNK):
-            tokens = tokenize_many(texts[start:start + PREDICT_CHUNK])
+            tokens = self.tokenizer_.tokenize_many(texts[start:start + PREDICT_CHUNK])
             yield [run(model, vocab.numericalize_many(tokens), batch_size=self.batch_size, device=device,
                        reverse=backwards, bf16=bf16)
                    for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
@@ -381,6 +390,8 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
                 warnings.warn(f"this model was saved with {name} {version} and is loaded with {name} "
                               f"{current[name]}; predictions may differ", UserWarning, stacklevel=2)
         blob = state.pop("_models_blob", None)
+        if "vocab_" in state:  # fitted before models carried their tokenizer: all were word-level
+            state.setdefault("tokenizer_", Tokenizer())
         self.__dict__.update(state)
         if blob is not None:
             specs = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
@@ -449,7 +460,20 @@ def _cached(memory, function, ignore_seed: bool = False):
     if isinstance(memory, str):
         from joblib import Memory
         memory = Memory(memory, verbose=0)
-    return memory.cache(function, ignore=["verbose", "seed"] if ignore_seed else ["verbose"])
+    # The pretrained model is identified by its fingerprint: hashing its weights at every call would be slow.
+    ignored = ["lm_source", "verbose"]
+    return memory.cache(function, ignore=ignored + ["seed"] if ignore_seed else ignored)
+
+
+def _shared_tokenizer(lm_sources: list[PretrainedLM | None], pretrained) -> Tokenizer:
+    """The tokenizer of the pretrained model(s); fastai's word rules without one."""
+    if lm_sources[0] is None:
+        return Tokenizer()
+    tokenizer = lm_sources[0].tokenizer
+    if any(lm.tokenizer != tokenizer for lm in lm_sources[1:]):
+        raise ValueError(f"the forward and backward models of pretrained={pretrained!r} use different "
+                         "tokenizers; a bidirectional classifier needs one text pipeline")
+    return tokenizer
 
 
 def _fingerprint(pretrained) -> str | None:
@@ -468,8 +492,14 @@ def _fingerprint(pretrained) -> str | None:
 
 
 def target_vocab(pretrained: PretrainedLM | None, tokens: list[list[str]], max_vocab: int, min_freq: int) -> Vocab:
-    """The pretrained vocabulary extended by the target texts' frequent new words (up to
-    ``max_vocab`` tokens in all), or the target texts' own vocabulary without a pretrained model."""
+    """The vocabulary a classifier uses.
+
+    A subword model's own (it has no unknown tokens); a word-level model's, extended by the target
+    texts' frequent new words (up to ``max_vocab`` tokens in all); or the target texts' own
+    vocabulary without a pretrained model.
+    """
+    if pretrained is not None and pretrained.tokenizer.subword:
+        return Vocab(pretrained.itos)
     counts = Counter(t for doc in tokens for t in doc)
     if pretrained is None:
         return Vocab.from_counts(counts, max_size=max_vocab, min_freq=min_freq)
@@ -477,14 +507,13 @@ def target_vocab(pretrained: PretrainedLM | None, tokens: list[list[str]], max_v
     return Vocab(pretrained.itos).extend(counts, max_new=room, min_freq=min_freq)
 
 
-def fine_tune_encoder(tokens: list[list[str]], pretrained, fingerprint, backwards: bool, settings: dict,
-                      seed: int, device: str, verbose: int) -> dict:
+def fine_tune_encoder(tokens: list[list[str]], lm_source: PretrainedLM | None, fingerprint, backwards: bool,
+                      settings: dict, seed: int, device: str, verbose: int) -> dict:
     """Target-task language-model fine-tuning; returns the vocabulary, sizes and encoder weights.
 
-    A module-level function of plain inputs so that ``joblib.Memory`` can cache it; ``fingerprint``
-    is part of the cache key only.
+    A module-level function so that ``joblib.Memory`` can cache it: ``fingerprint`` identifies
+    ``lm_source`` in the cache key, which leaves ``lm_source`` itself out.
     """
-    lm_source = resolve(pretrained, backwards=backwards)
     vocab = target_vocab(lm_source, tokens, settings["max_vocab"], settings["min_freq"])
     if lm_source is None:
         config = AWDLSTMConfig(len(vocab), **RANDOM_INIT_SIZES)

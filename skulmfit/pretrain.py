@@ -33,7 +33,9 @@ from . import __version__  # noqa: E402
 from .batching import bptt_lengths, lm_batches, lm_rows  # noqa: E402
 from .model import AWDLSTMConfig, LanguageModel  # noqa: E402
 from .pretrained import load_weights, save_weights  # noqa: E402
-from .tokenizer import tokenize_many  # noqa: E402
+from .subword import learn_unigram  # noqa: E402
+from .text import Tokenizer  # noqa: E402
+from .tokenizer import SPECIAL_TOKENS, tokenize_many  # noqa: E402
 from .training import evaluate_language_model, lm_train_step, make_optimizer  # noqa: E402
 from .vocab import Vocab  # noqa: E402
 
@@ -99,35 +101,76 @@ def tokenize_corpus(files: list[Path], cache: Path, token_ids: dict[str, int], n
     return outputs, counts
 
 
-def prepare_corpus(corpus: Path, cache: Path, vocab_size: int, min_freq: int, n_jobs: int):
-    """Token-id streams for training and validation and the vocabulary, from the cache when there.
+def prepare_corpus(corpus: Path, cache: Path, vocab_size: int, min_freq: int, n_jobs: int, subword: bool = False):
+    """Token-id streams for training and validation, the vocabulary and the tokenizer, from the cache
+    when there.
 
-    The vocabulary comes from the training files only.
+    The vocabulary (and a subword model's pieces) come from the training files only. A word-level
+    vocabulary keeps the ``vocab_size`` most frequent words counted at least ``min_freq`` times; a
+    subword vocabulary has ``vocab_size`` entries (special tokens and padding included), learnt from
+    the counts of the words seen at least twice.
     """
     cache.mkdir(parents=True, exist_ok=True)
     paths = {name: cache / f"{name}.ids.npy" for name in ("train", "valid")}
-    vocab_path, settings_path = cache / "vocab.json", cache / "vocab_settings.json"
-    settings = {"vocab_size": vocab_size, "min_freq": min_freq}
-    if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
-        raise SystemExit(f"{cache} holds a corpus cache built with {settings_path.read_text()}, not {settings}; "
-                         "use another --cache folder")
+    vocab_path, tokenizer_path = cache / "vocab.json", cache / "tokenizer.json"
+    settings_path = cache / "vocab_settings.json"
+    settings = {"vocab_size": vocab_size, "min_freq": min_freq, "tokenizer": "subword" if subword else "word"}
+    if settings_path.exists():
+        saved = json.loads(settings_path.read_text())
+        if {"tokenizer": "word", **saved} != settings:  # caches from before subwords are word-level
+            raise SystemExit(f"{cache} holds a corpus cache built with {saved}, not {settings}; "
+                             "use another --cache folder")
     if not (all(p.exists() for p in paths.values()) and vocab_path.exists()):
         train_files, valid_files = corpus_files(corpus)
         token_ids: dict[str, int] = {}
         raw_train, train_counts = tokenize_corpus(train_files, cache, token_ids, n_jobs)
-        itos = list(token_ids)  # dicts keep insertion order: position = provisional id
-        vocab = Vocab.from_counts({itos[i]: c for i, c in train_counts.items()},
-                                  max_size=vocab_size, min_freq=min_freq)
+        words = list(token_ids)  # dicts keep insertion order: position = provisional id
+        word_counts = {words[i]: c for i, c in train_counts.items()}
+        if subword:
+            started = time.perf_counter()
+            n_pieces = vocab_size // 8 * 8 - len(SPECIAL_TOKENS)  # so that padding to 8 stays within vocab_size
+            segmenter = learn_unigram({w: c for w, c in word_counts.items() if c >= 2}, n_pieces, threads=n_jobs)
+            tokenizer = Tokenizer(segmenter)
+            vocab = Vocab.from_pieces(segmenter.pieces)
+            print(f"learnt {len(segmenter.pieces):,} pieces in {time.perf_counter() - started:.0f} s", flush=True)
+        else:
+            tokenizer = Tokenizer()
+            vocab = Vocab.from_counts(word_counts, max_size=vocab_size, min_freq=min_freq)
         raw_valid, _ = tokenize_corpus(valid_files, cache, token_ids, n_jobs)
-        final_id = np.array([vocab.stoi.get(t, 0) for t in token_ids], dtype=np.int32)
+        to_final = _final_ids(list(token_ids), tokenizer, vocab)
         for name, files in (("train", raw_train), ("valid", raw_valid)):
-            np.save(paths[name], np.concatenate([final_id[np.load(p)] for p in files]))
+            np.save(paths[name], np.concatenate([to_final(np.load(p)) for p in files]))
             for p in files:
                 p.unlink()
         vocab_path.write_text(json.dumps(vocab.to_list()))
+        tokenizer_path.write_text(json.dumps(tokenizer.to_dict()))
     settings_path.write_text(json.dumps(settings))
     vocab = Vocab(json.loads(vocab_path.read_text()))
-    return np.load(paths["train"], mmap_mode="r"), np.load(paths["valid"]), vocab
+    tokenizer = Tokenizer.from_dict(json.loads(tokenizer_path.read_text()) if tokenizer_path.exists() else None)
+    return np.load(paths["train"], mmap_mode="r"), np.load(paths["valid"]), vocab, tokenizer
+
+
+def _final_ids(words: list[str], tokenizer: Tokenizer, vocab: Vocab):
+    """A function from a stream of provisional word ids to the stream of final token ids.
+
+    A word-level vocabulary maps each word to one id (``xxunk`` if it is not in it); a subword
+    tokenizer maps each word to the ids of its pieces, so the stream grows.
+    """
+    if tokenizer.segmenter is None:
+        final_id = np.array([vocab.stoi.get(w, vocab.unk_id) for w in words], dtype=np.int32)
+        return lambda raw: final_id[raw]
+    pieces = tokenizer.segmenter.segment_tokens
+    per_word = [vocab.numericalize(pieces([w])) for w in words]
+    lengths = np.array([len(ids) for ids in per_word], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    flat = np.concatenate(per_word)
+
+    def to_final(raw: np.ndarray) -> np.ndarray:
+        n = lengths[raw]
+        # The k-th piece of the j-th word sits at offsets[word] + k in flat.
+        first = np.repeat(offsets[raw] - np.concatenate([[0], np.cumsum(n)[:-1]]), n)
+        return flat[first + np.arange(int(n.sum()))]
+    return to_final
 
 
 # ----------------------------------------------------------------------------- training
@@ -165,11 +208,12 @@ class Checkpointer:
         self.card_path = out / f"{name}.{direction}.json"
         self.backwards = backwards
 
-    def save(self, model, optimizer, progress: dict, vocab: Vocab, card: dict) -> None:
+    def save(self, model, optimizer, progress: dict, vocab: Vocab, tokenizer: Tokenizer, card: dict) -> None:
         tmp = self.state_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress}, tmp)
         tmp.replace(self.state_path)
-        checksum = save_weights(self.weights_path, model, vocab.to_list(), backwards=self.backwards, card=card)
+        checksum = save_weights(self.weights_path, model, vocab.to_list(), tokenizer=tokenizer,
+                                backwards=self.backwards, card=card)
         # The card carries the weight file's checksum, so it cannot live inside that file.
         kept = {}
         if self.card_path.exists():  # measurements that stay true as training goes on
@@ -181,7 +225,7 @@ class Checkpointer:
     def load(self):
         if not self.state_path.exists():
             return None
-        return torch.load(self.state_path, map_location="cpu", weights_only=False)
+        return torch.load(self.state_path, map_location="cpu", weights_only=True)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -189,7 +233,8 @@ def train(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cache, out = Path(args.cache), Path(args.out)
-    train_ids, valid_ids, vocab = prepare_corpus(Path(args.corpus), cache, args.vocab_size, args.min_freq, args.jobs)
+    train_ids, valid_ids, vocab, tokenizer = prepare_corpus(Path(args.corpus), cache, args.vocab_size, args.min_freq,
+                                                            args.jobs, subword=args.tokenizer == "subword")
     if args.backwards:
         train_ids, valid_ids = train_ids[::-1], valid_ids[::-1].copy()
     valid_ids = valid_ids[:VALID_TOKENS]
@@ -208,8 +253,8 @@ def train(args: argparse.Namespace) -> None:
         print(f"resuming from {checkpointer.state_path}: {progress['tokens_seen']:,} tokens seen", flush=True)
     elif args.init:
         init = load_weights(args.init)
-        if init.itos != vocab.to_list() or init.config.sizes() != config.sizes():
-            raise SystemExit(f"--init {args.init} does not match this corpus cache's vocabulary and sizes")
+        if init.itos != vocab.to_list() or init.tokenizer != tokenizer or init.config.sizes() != config.sizes():
+            raise SystemExit(f"--init {args.init} does not match this corpus cache's tokenizer, vocabulary and sizes")
         model.load_state_dict(init.state_dict)
         # The card records how far training got, so a fresh machine continues where it stopped
         # (with a fresh optimizer: its state is too large to commit).
@@ -239,7 +284,7 @@ def train(args: argparse.Namespace) -> None:
             window_tokens += x.numel()
             done = progress["tokens_seen"] >= args.max_tokens or time.perf_counter() >= deadline
             if done or time.perf_counter() - window_start >= args.checkpoint_minutes * 60:
-                _checkpoint(model, optimizer, progress, vocab, config, args, checkpointer, valid_ids,
+                _checkpoint(model, optimizer, progress, vocab, tokenizer, config, args, checkpointer, valid_ids,
                             window_tokens / (time.perf_counter() - window_start))
                 window_start, window_tokens = time.perf_counter(), 0
                 model.train()
@@ -249,7 +294,7 @@ def train(args: argparse.Namespace) -> None:
         progress["batch"] = 0
 
 
-def _checkpoint(model, optimizer, progress, vocab, config, args, checkpointer, valid_ids, tokens_per_s):
+def _checkpoint(model, optimizer, progress, vocab, tokenizer, config, args, checkpointer, valid_ids, tokens_per_s):
     valid_loss = evaluate_language_model(model, valid_ids, batch_size=args.batch_size, bptt=args.bptt, bf16=args.bf16)
     entry = {"tokens_seen": progress["tokens_seen"], "train_seconds": round(progress["seconds"]),
              "tokens_per_s": round(tokens_per_s), "valid_perplexity": round(math.exp(valid_loss), 2),
@@ -260,14 +305,14 @@ def _checkpoint(model, optimizer, progress, vocab, config, args, checkpointer, v
         "name": args.name, "direction": "backward" if args.backwards else "forward",
         "corpus": str(Path(args.corpus).resolve().name), "tokens_seen": progress["tokens_seen"],
         "epochs_completed": progress["epoch"], "position": {"epoch": progress["epoch"], "batch": progress["batch"]},
-        "vocab_size": len(vocab), "sizes": config.sizes(), "dropouts": {k: getattr(config, k) for k in
+        "tokenizer": tokenizer.to_dict()["kind"], "vocab_size": len(vocab), "sizes": config.sizes(), "dropouts": {k: getattr(config, k) for k in
                                                                         ("output_p", "hidden_p", "input_p", "embed_p", "weight_p")},
         "valid_perplexity": entry["valid_perplexity"], "valid_tokens": len(valid_ids),
         "seconds": progress["seconds"], "machine": machine_description(),
         "training": {k: (None if v == float("inf") else v) for k, v in vars(args).items()},  # JSON has no inf
         "log": progress["log"],
     }
-    checkpointer.save(model, optimizer, progress, vocab, card)
+    checkpointer.save(model, optimizer, progress, vocab, tokenizer, card)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -278,6 +323,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache", required=True, help="folder for the token cache and resumable checkpoints")
     parser.add_argument("--backwards", action="store_true", help="train a backward (right-to-left) model")
     parser.add_argument("--init", help="skulmfit weight file to start from when the cache holds no checkpoint")
+    parser.add_argument("--tokenizer", choices=("word", "subword"), default="word",
+                        help="whole words (out-of-vocabulary words become xxunk) or unigram subword pieces")
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--min-freq", type=int, default=3)
     parser.add_argument("--emb-size", type=int, default=128)

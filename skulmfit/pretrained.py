@@ -4,7 +4,11 @@ transfer of a pretrained embedding onto a target vocabulary.
 A weight file is ``torch.save`` of a plain dict (loadable with ``weights_only=True``)::
 
     {"format": "skulmfit-awdlstm-1", "config": {vocab_size, emb_size, hidden_size, n_layers},
-     "itos": [...], "backwards": bool, "state_dict": {fastai v2 key: fp16 tensor}, "card": {...}}
+     "itos": [...], "tokenizer": {"kind": ..., ...}, "backwards": bool,
+     "state_dict": {fastai v2 key: fp16 tensor}, "card": {...}}
+
+The model owns its text pipeline: ``tokenizer`` describes the :class:`skulmfit.text.Tokenizer` that
+turns raw text into tokens of ``itos`` (files without it are word-level).
 
 The two tied copies of the embedding (``0.encoder_dp.emb.weight`` and ``1.decoder.weight``) are
 not stored: :func:`load_weights` restores them, which halves the file.
@@ -21,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .model import AWDLSTMConfig, LanguageModel
+from .text import Tokenizer
 
 FORMAT = "skulmfit-awdlstm-1"
 TIED_KEYS = ("0.encoder_dp.emb.weight", "1.decoder.weight")
@@ -29,13 +34,14 @@ DEFAULT_MODEL = "wiki-en-small"
 
 @dataclass
 class PretrainedLM:
-    """A language model's sizes, vocabulary and fp32 state dict (all 16 fastai v2 keys)."""
+    """A language model's sizes, tokenizer, vocabulary and fp32 state dict (all 16 fastai v2 keys)."""
 
     config: AWDLSTMConfig
     itos: list[str]
     state_dict: dict[str, torch.Tensor]
     backwards: bool = False
     card: dict = field(default_factory=dict)
+    tokenizer: Tokenizer = field(default_factory=Tokenizer)
 
     def build(self) -> LanguageModel:
         model = LanguageModel(self.config)
@@ -45,14 +51,17 @@ class PretrainedLM:
 
 # ----------------------------------------------------------------------------- files
 
-def save_weights(path: str | Path, model: LanguageModel, itos: list[str], *, backwards: bool = False,
-                 card: dict | None = None) -> str:
-    """Writes ``model`` as an fp16 weight file; returns its SHA-256."""
+def save_weights(path: str | Path, model: LanguageModel, itos: list[str], *, tokenizer: Tokenizer | None = None,
+                 backwards: bool = False, card: dict | None = None) -> str:
+    """Writes ``model`` with its tokenizer (default: word-level) as an fp16 weight file; returns its SHA-256."""
+    tokenizer = Tokenizer() if tokenizer is None else tokenizer
+    tokenizer.check_vocabulary(list(itos))
     state = {k: v.detach().to("cpu", torch.float16).clone() for k, v in model.state_dict().items()
              if k not in TIED_KEYS}
     # The card goes through JSON so that it holds plain types only: a str subclass such as
     # torch.__version__ (TorchVersion) would make the file unloadable with weights_only=True.
-    payload = {"format": FORMAT, "config": model.config.sizes(), "itos": list(itos), "backwards": backwards,
+    payload = {"format": FORMAT, "config": model.config.sizes(), "itos": list(itos),
+               "tokenizer": tokenizer.to_dict(), "backwards": backwards,
                "state_dict": state, "card": json.loads(json.dumps(card or {}))}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +90,12 @@ def load_weights(path: str | Path, expected_sha256: str | None = None) -> Pretra
         state[key] = state["0.encoder.weight"]
     if len(payload["itos"]) != config.vocab_size:
         raise ValueError(f"{path}: vocabulary has {len(payload['itos'])} tokens, model {config.vocab_size}")
-    return PretrainedLM(config, payload["itos"], state, payload["backwards"], payload["card"])
+    tokenizer = Tokenizer.from_dict(payload.get("tokenizer"))
+    try:
+        tokenizer.check_vocabulary(payload["itos"])
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return PretrainedLM(config, payload["itos"], state, payload["backwards"], payload["card"], tokenizer)
 
 
 def sha256(path: str | Path) -> str:

@@ -164,6 +164,22 @@ class Vocab:
             counts.update(doc)
         return cls.from_counts(counts, max_size=max_size, min_freq=min_freq)
 
+    @classmethod
+    def from_pieces(cls, pieces: Iterable[str]) -> Vocab:
+        """The vocabulary of a subword tokenizer: the special tokens, then ``pieces`` in their order,
+        then filler tokens up to the next multiple of 8.
+
+        Parameters
+        ----------
+        pieces : iterable of str
+            The pieces of a :class:`skulmfit.subword.UnigramSegmenter`.
+
+        Returns
+        -------
+        Vocab
+        """
+        return cls(_padded([*SPECIAL_TOKENS, *pieces]))
+
     def extend(self, counts: Mapping[str, int], max_new: int, min_freq: int = 3) -> Vocab:
         """A new vocabulary with this one's ids unchanged, followed by frequent new tokens.
 

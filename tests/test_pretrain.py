@@ -28,7 +28,8 @@ def corpus(tmp_path):
 
 
 def test_prepare_corpus_caches_ids_and_builds_the_vocabulary_from_training_files(corpus, tmp_path):
-    train, valid, vocab = prepare_corpus(corpus, tmp_path / "cache", vocab_size=64, min_freq=1, n_jobs=1)
+    train, valid, vocab, tokenizer = prepare_corpus(corpus, tmp_path / "cache", vocab_size=64, min_freq=1, n_jobs=1)
+    assert not tokenizer.subword
     assert vocab.itos[:3] == ["xxunk", "xxpad", "xxbos"] and "cat" in vocab
     assert (train == vocab.bos_id).sum() == 280 and (valid == vocab.bos_id).sum() == 20  # one per line
     assert train.max() < len(vocab) and not (train == vocab.unk_id).any()
@@ -41,8 +42,44 @@ def test_prepare_corpus_caches_ids_and_builds_the_vocabulary_from_training_files
 
 def test_a_file_of_blank_lines_is_no_error(corpus, tmp_path):
     (corpus / "train.02.txt").write_text("\n\n  \n")
-    train, _, _ = prepare_corpus(corpus, tmp_path / "cache", vocab_size=64, min_freq=1, n_jobs=1)
+    train, _, _, _ = prepare_corpus(corpus, tmp_path / "cache", vocab_size=64, min_freq=1, n_jobs=1)
     assert (train == 2).sum() == 280
+
+
+def test_subword_corpus_spells_every_word_in_known_pieces(corpus, tmp_path):
+    pytest.importorskip("sentencepiece", reason="learning a subword vocabulary needs sentencepiece")
+    words = prepare_corpus(corpus, tmp_path / "words", vocab_size=64, min_freq=1, n_jobs=1)
+    train, valid, vocab, tokenizer = prepare_corpus(corpus, tmp_path / "pieces", vocab_size=400, min_freq=1,
+                                                    n_jobs=1, subword=True)
+    assert tokenizer.subword and len(vocab) % 8 == 0 and len(vocab) <= 400
+    assert vocab.itos[:9] == words[2].itos[:9]  # fastai's special tokens keep their ids
+    assert not (train == vocab.unk_id).any() and not (valid == vocab.unk_id).any()
+    # Joining the pieces gives back the word stream, word for word.
+    for pieces, word_ids, word_vocab in ((train, words[0], words[2]), (valid, words[1], words[2])):
+        text = "".join(vocab.itos[i] for i in pieces)
+        expected = "".join(t if t.startswith("xx") else "\u2581" + t for t in map(word_vocab.itos.__getitem__, word_ids))
+        assert text.replace("\u2581", " ") == expected.replace("\u2581", " ")
+    again = prepare_corpus(corpus, tmp_path / "pieces", vocab_size=400, min_freq=1, n_jobs=1, subword=True)
+    assert again[3] == tokenizer
+    np.testing.assert_array_equal(again[0], train)
+    with pytest.raises(SystemExit, match="another --cache folder"):  # the word-level settings
+        prepare_corpus(corpus, tmp_path / "pieces", vocab_size=400, min_freq=1, n_jobs=1)
+
+
+def test_subword_model_carries_its_tokenizer_into_the_classifier(corpus, tmp_path):
+    pytest.importorskip("sentencepiece", reason="learning a subword vocabulary needs sentencepiece")
+    from skulmfit import ULMFiTClassifier
+    out = tmp_path / "out"
+    main([str(corpus), str(out), "--cache", str(tmp_path / "cache"), "--name", "toy", "--max-tokens", "300",
+          *TINY, "--tokenizer", "subword", "--vocab-size", "400"])
+    lm = resolve(out)
+    assert lm.tokenizer.subword and lm.card["tokenizer"] == "subword-unigram"
+    texts, y = ["the cat sat", "a dog ran", "the cat ran", "a dog sat"] * 3, [1, 0, 1, 0] * 3
+    clf = ULMFiTClassifier(out, lm_epochs=1, epochs=1, batch_size=4, random_state=0).fit(texts, y)
+    assert clf.tokenizer_ == lm.tokenizer and clf.vocab_[0].itos == lm.itos  # no words added
+    tokens = clf.tokenizer_.tokenize_many(["Zebras😀 sat"])[0]
+    assert tokens[:2] == ["xxbos", "xxmaj"] and not (clf.vocab_[0].numericalize(tokens) == 0).any()
+    assert clf.predict_proba(["Zebras😀 sat"]).shape == (1, 2)
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
