@@ -10,6 +10,8 @@ and each logit is exponentiated once.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 # fp32 logits handled at a time. On a CPU, 1 MiB stays in cache, and stays below the size from which
@@ -89,3 +91,48 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
     if target.min() < 0 or target.max() >= len(weight):
         raise ValueError(f"target ids must lie in [0, {len(weight)}); got {target.min().item()}..{target.max().item()}")
     return _LinearCrossEntropy.apply(hidden.to(dtype), weight.to(dtype), bias.to(dtype), target)
+
+
+class SampledSoftmax:
+    """The softmax loss over a sample of the vocabulary, for pretraining with large vocabularies.
+
+    When the decoder dominates a training step (a 16,000-token vocabulary at the bundled size makes
+    a step 1.5x slower than 8,000 tokens), each batch scores only its *candidates*: the ids of its
+    own targets, which serve as each other's negatives, plus ``n_sampled`` ids drawn uniformly.
+    Every candidate's logit is lowered by the log-probability that it was among the candidates
+    (sampled softmax with the log-Q correction, Jean et al. 2015), so that frequent words, always
+    present, are not favoured over rare ones. The decoder stays tied to the embedding; evaluation
+    and fine-tuning use the full softmax.
+
+    Parameters
+    ----------
+    counts : array-like of shape (vocab,)
+        How often each id occurs in the training stream (its unigram frequency).
+    n_sampled : int
+        Ids drawn uniformly per batch besides the batch's own targets.
+    """
+
+    def __init__(self, counts, n_sampled: int):
+        counts = torch.as_tensor(counts, dtype=torch.float64)
+        if counts.dim() != 1 or (counts < 0).any() or counts.sum() <= 0:
+            raise ValueError("counts must be a 1-D array of non-negative counts, not all zero")
+        if n_sampled < 1:
+            raise ValueError(f"n_sampled must be >= 1, got {n_sampled}")
+        self.n_sampled = int(n_sampled)
+        # log(1 - p) per id: the log-probability that one target is not this id
+        self.log_not_target = torch.log1p(-(counts / counts.sum()).clamp(max=1 - 1e-12))
+
+    def __call__(self, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, target: torch.Tensor,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Mean sampled cross-entropy; arguments as in :func:`linear_cross_entropy`."""
+        vocab_size = len(weight)
+        if len(self.log_not_target) != vocab_size:
+            raise ValueError(f"counts cover {len(self.log_not_target)} ids, the decoder {vocab_size}")
+        drawn = torch.randint(vocab_size, (self.n_sampled,), device=target.device)
+        candidates = torch.unique(torch.cat([target, drawn]))  # sorted
+        # log P(id is not among the candidates) = len(target) * log(1 - p) + n_sampled * log(1 - 1/vocab)
+        log_missed = (len(target) * self.log_not_target.to(target.device)[candidates]
+                      + self.n_sampled * math.log1p(-1 / vocab_size))
+        log_inclusion = torch.log(-torch.expm1(log_missed)).to(bias.dtype)
+        return linear_cross_entropy(hidden, weight[candidates], bias[candidates] - log_inclusion,
+                                    torch.searchsorted(candidates, target), dtype)

@@ -36,6 +36,7 @@ from .pretrained import load_weights, save_weights  # noqa: E402
 from .subword import learn_unigram  # noqa: E402
 from .text import Tokenizer  # noqa: E402
 from .tokenizer import SPECIAL_TOKENS, tokenize_many  # noqa: E402
+from .loss import SampledSoftmax  # noqa: E402
 from .training import evaluate_language_model, lm_train_step, make_optimizer  # noqa: E402
 from .vocab import Vocab  # noqa: E402
 
@@ -263,6 +264,9 @@ def train(args: argparse.Namespace) -> None:
         progress["log"] = init.card.get("log", [])
         print(f"starting from weights {args.init}: {progress['tokens_seen']:,} tokens seen", flush=True)
 
+    sampled = None
+    if args.sampled_softmax:
+        sampled = SampledSoftmax(np.bincount(train_ids, minlength=len(vocab)), args.sampled_softmax)
     planned = int(args.planned_tokens)
     deadline = time.perf_counter() + args.hours * 3600
     rows = lm_rows(train_ids, args.batch_size)
@@ -277,7 +281,7 @@ def train(args: argparse.Namespace) -> None:
             lr = learning_rate(progress["tokens_seen"], planned, args.lr, args.warmup_tokens)
             for group in optimizer.param_groups:
                 group["lr"] = lr * x.size(1) / args.bptt
-            _, state = lm_train_step(model, optimizer, x, y, state, bf16=args.bf16)
+            _, state = lm_train_step(model, optimizer, x, y, state, bf16=args.bf16, sampled=sampled)
             progress["batch"] += 1
             progress["tokens_seen"] += x.numel()
             progress["seconds"] += time.perf_counter() - step_start
@@ -340,6 +344,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=float, default=float("inf"), help="stop after this many tokens")
     parser.add_argument("--hours", type=float, default=1.0, help="stop after this much wall time in this run")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--sampled-softmax", type=int, default=0, metavar="N",
+                        help="train on a sampled softmax: each batch's targets plus N uniformly drawn ids "
+                             "(0 = the full softmax); validation always uses the full softmax")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CPUs with avx512_bf16, GPUs)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--jobs", type=int, default=1, help="processes for tokenizing the corpus")

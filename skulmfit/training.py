@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .batching import bptt_lengths, classifier_batches, lm_batches, lm_rows, lm_stream, pad_batch
-from .loss import linear_cross_entropy
+from .loss import SampledSoftmax, linear_cross_entropy
 from .model import LanguageModel, TextClassifier
 from .progress import SilentProgress
 from .schedule import discriminative_lrs, freeze_to, param_groups, set_stlr, unfreezing_stages
@@ -52,21 +52,26 @@ def lm_batch_size(n_tokens: int, batch_size: int, bptt: int) -> int:
     return max(1, min(batch_size, n_tokens // (bptt + 1)))
 
 
-def _lm_loss(model: LanguageModel, hidden: torch.Tensor, y: torch.Tensor, bf16: bool) -> torch.Tensor:
-    """Mean next-token cross-entropy of the decoder on ``hidden`` (the fused loss: no fp32 logits)."""
+def _lm_loss(model: LanguageModel, hidden: torch.Tensor, y: torch.Tensor, bf16: bool,
+             sampled: SampledSoftmax | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy of the decoder on ``hidden`` (the fused loss: no fp32 logits),
+    over the whole vocabulary or, with ``sampled``, over a sample of it."""
     decoder = model[1].decoder
-    return linear_cross_entropy(hidden.reshape(-1, hidden.size(-1)), decoder.weight, decoder.bias, y.reshape(-1),
-                                torch.bfloat16 if bf16 else None)
+    loss = linear_cross_entropy if sampled is None else sampled
+    return loss(hidden.reshape(-1, hidden.size(-1)), decoder.weight, decoder.bias, y.reshape(-1),
+                torch.bfloat16 if bf16 else None)
 
 
 def lm_train_step(model: LanguageModel, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                   state: list | None, *, bf16: bool = False, clip: float = LM_CLIP,
-                  alpha: float = AR_ALPHA, beta: float = TAR_BETA) -> tuple[float, list]:
-    """One truncated-BPTT update; returns the cross-entropy and the detached state to carry on."""
+                  alpha: float = AR_ALPHA, beta: float = TAR_BETA,
+                  sampled: SampledSoftmax | None = None) -> tuple[float, list]:
+    """One truncated-BPTT update; returns the cross-entropy (over the sampled candidates with
+    ``sampled``) and the detached state to carry on."""
     with autocast(x.device, bf16):
         top, raw_outputs, state = model[0](x, state)
         dropped = model[1].output_dp(top)
-    loss = _lm_loss(model, dropped, y, bf16)
+    loss = _lm_loss(model, dropped, y, bf16, sampled)
     raw = raw_outputs[-1]
     total = loss
     if alpha:  # AR: keep the dropped-out activations small

@@ -1,10 +1,12 @@
 """Tests of the fused decoder + softmax loss (skulmfit/loss.py)."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import skulmfit.loss as loss_module
-from skulmfit.loss import linear_cross_entropy
+from skulmfit.loss import SampledSoftmax, linear_cross_entropy
 from skulmfit.model import AWDLSTMConfig, LanguageModel
 from skulmfit.training import lm_train_step, make_optimizer
 
@@ -120,3 +122,66 @@ def test_slices_are_cache_sized_on_a_cpu_and_few_on_a_gpu():
     for slices in (cpu, gpu):
         assert slices[0].start == 0 and slices[-1].stop == 4480
         assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+
+
+# ----------------------------------------------------------------------------- sampled softmax
+
+def test_sampled_softmax_is_the_full_softmax_when_every_id_is_a_candidate():
+    torch.manual_seed(0)
+    hidden, weight, bias = torch.randn(30, 6), torch.randn(12, 6), torch.randn(12)
+    target = torch.randint(0, 12, (30,))
+    # 5,000 uniform draws from 12 ids: every id is a candidate and its inclusion log-probability ~0
+    loss = SampledSoftmax(torch.ones(12), n_sampled=5000)(hidden, weight, bias, target)
+    expected = F.cross_entropy(hidden @ weight.T + bias, target)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sampled_softmax_scores_only_the_candidates_and_corrects_for_their_inclusion():
+    torch.manual_seed(0)
+    vocab = 1000
+    hidden, weight = torch.randn(8, 4), torch.randn(vocab, 4, requires_grad=True)
+    bias = torch.zeros(vocab, requires_grad=True)
+    target = torch.tensor([0, 0, 1, 0, 2, 0, 1, 0])
+    counts = torch.ones(vocab)
+    counts[:3] = 1000.0  # the targets are frequent ids
+    sampled = SampledSoftmax(counts, n_sampled=5)
+    loss = sampled(hidden, weight, bias, target)
+    loss.backward()
+    touched = (weight.grad.abs().sum(1) > 0).nonzero().flatten()
+    assert set(target.tolist()) <= set(touched.tolist()) and len(touched) <= 3 + 5
+    # By hand: logits of the candidates minus log P(candidate), P = 1 - P(missed by 8 targets and 5 draws)
+    candidates = touched
+    p = counts / counts.sum()
+    log_inclusion = torch.log(-torch.expm1(8 * torch.log1p(-p[candidates]) + 5 * math.log1p(-1 / vocab)))
+    logits = hidden @ weight[candidates].T - log_inclusion
+    expected = F.cross_entropy(logits, torch.searchsorted(candidates, target))
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("counts, n_sampled, message", [
+    (torch.zeros(5), 3, "not all zero"), (-torch.ones(5), 3, "non-negative"), (torch.ones(5), 0, "n_sampled")])
+def test_sampled_softmax_refuses_bad_settings(counts, n_sampled, message):
+    with pytest.raises(ValueError, match=message):
+        SampledSoftmax(counts, n_sampled)
+
+
+def test_sampled_softmax_counts_must_cover_the_decoder():
+    with pytest.raises(ValueError, match="cover 5 ids, the decoder 7"):
+        SampledSoftmax(torch.ones(5), 3)(torch.randn(2, 3), torch.randn(7, 3), torch.zeros(7), torch.tensor([1, 2]))
+
+
+def test_lm_train_step_with_a_sampled_softmax_lowers_the_full_softmax_loss():
+    torch.manual_seed(0)
+    model = LanguageModel(AWDLSTMConfig(vocab_size=64, emb_size=8, hidden_size=16, n_layers=2).scaled(0.0))
+    optimizer = make_optimizer(model.layer_groups(), [1e-2] * len(model.layer_groups()), 0.0)
+    x = torch.randint(0, 64, (4, 10))
+    y = (x + 1) % 64  # the next id is predictable
+
+    def full_loss():
+        with torch.no_grad():
+            return F.cross_entropy(model(x)[0].reshape(-1, 64), y.reshape(-1)).item()
+    before = full_loss()
+    sampled = SampledSoftmax(torch.ones(64), n_sampled=8)
+    for _ in range(100):
+        lm_train_step(model, optimizer, x, y, None, sampled=sampled)
+    assert full_loss() < before / 2

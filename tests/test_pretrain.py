@@ -71,9 +71,10 @@ def test_subword_model_carries_its_tokenizer_into_the_classifier(corpus, tmp_pat
     from skulmfit import ULMFiTClassifier
     out = tmp_path / "out"
     main([str(corpus), str(out), "--cache", str(tmp_path / "cache"), "--name", "toy", "--max-tokens", "300",
-          *TINY, "--tokenizer", "subword", "--vocab-size", "400"])
+          *TINY, "--tokenizer", "subword", "--vocab-size", "400", "--sampled-softmax", "32"])
     lm = resolve(out)
     assert lm.tokenizer.subword and lm.card["tokenizer"] == "subword-unigram"
+    assert lm.card["training"]["sampled_softmax"] == 32 and lm.card["valid_perplexity"] < len(lm.itos)
     texts, y = ["the cat sat", "a dog ran", "the cat ran", "a dog sat"] * 3, [1, 0, 1, 0] * 3
     clf = ULMFiTClassifier(out, lm_epochs=1, epochs=1, batch_size=4, random_state=0).fit(texts, y)
     assert clf.tokenizer_ == lm.tokenizer and clf.vocab_[0].itos == lm.itos  # no words added
