@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import math
 import numbers
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ from .model import AWDLSTMConfig, LanguageModel, TextClassifier
 from .pretrained import DEFAULT_MODEL, PretrainedLM, match_embeddings, resolve
 from .progress import ProgressBar, SilentProgress
 from .text import Tokenizer
-from .training import fine_tune_language_model, pooled_features, predict_logits, train_classifier
+from .training import _on_device, fine_tune_language_model, pooled_features, predict_logits, train_classifier
 from .vocab import Vocab
 
 # Sizes of the language model when ``pretrained=None``: the bundled model's shape.
@@ -357,6 +358,7 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         device = _resolve_device(self.device, fitted=True)
         bf16 = _use_bf16(self.precision, device)
         run = pooled_features if pooled else predict_logits
+        _ready_for_prediction(self.models_, device)
         for start in range(0, len(texts), PREDICT_CHUNK):
             tokens = self.tokenizer_.tokenize_many(texts[start:start + PREDICT_CHUNK])
             yield [run(model, vocab.numericalize_many(tokens), batch_size=self.batch_size, device=device,
@@ -399,6 +401,18 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+_MODEL_MOVE_LOCK = threading.Lock()
+
+
+def _ready_for_prediction(models: list[TextClassifier], device: torch.device) -> None:
+    """Puts the models in eval mode on ``device``, the first time only and under a lock: prediction
+    itself never changes a module, so threads may then predict with one fitted model at once."""
+    with _MODEL_MOVE_LOCK:
+        for model in models:
+            if model.training or not _on_device(model, device):
+                model.to(device).eval()
+
 
 def _model_spec(model: TextClassifier) -> dict:
     return {"config": {k: getattr(model.config, k) for k in model.config.__dataclass_fields__},

@@ -22,6 +22,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import types
 import urllib.request
 from pathlib import Path
 
@@ -52,7 +53,8 @@ _DIRECTION = re.compile(r"(?:^|[^a-z])(fwd|forward|bwd|backward)(?:[^a-z]|$)")
 
 # ----------------------------------------------------------------------------- public API
 
-def load_fastai(path: str | Path, backwards: bool = False, itos_path: str | Path | None = None) -> PretrainedLM:
+def load_fastai(path: str | Path, backwards: bool = False, itos_path: str | Path | None = None, *,
+                allow_code_execution: bool = False) -> PretrainedLM:
     """Loads a fastai AWD-LSTM language model (v2, v1 or v0.7 layout) as a :class:`PretrainedLM`.
 
     Parameters
@@ -68,6 +70,10 @@ def load_fastai(path: str | Path, backwards: bool = False, itos_path: str | Path
     itos_path : str or Path, optional
         The pickled ``itos`` list; by default the single ``*.pkl`` in the folder (or next to the
         weights file).
+    allow_code_execution : bool, default=False
+        Read the weights file with plain ``pickle``, which runs whatever code the file contains.
+        Never needed for fastai's own checkpoints; only for a file whose tensors sit inside
+        custom objects, and only if you trust its origin.
 
     Returns
     -------
@@ -80,13 +86,11 @@ def load_fastai(path: str | Path, backwards: bool = False, itos_path: str | Path
 
     Notes
     -----
-    The weights file is first read with ``torch.load(weights_only=True)``, which cannot run code.
-    Some fastai checkpoints pickle other objects (optimizer settings, classes) that this refuses;
-    **only when** ``path`` names the weights file directly is it then read again with
-    ``weights_only=False``, which unpickles arbitrary objects and so runs whatever code the file
-    contains: point at a file directly only if you trust its origin. A file found by searching a
-    folder is never read that way. The ``itos`` pickle is read with an unpickler that admits only
-    plain built-in values, so it cannot run code.
+    No file is ever read in a way that can run code (unless ``allow_code_execution=True``). The
+    weights file is read with ``torch.load(weights_only=True)``; fastai checkpoints that also pickle
+    other objects (optimizer settings, fastcore classes) are read again with an unpickler that
+    rebuilds tensors the same way and replaces every other class or function by an inert stand-in.
+    The ``itos`` pickle is read with an unpickler that admits only plain built-in values.
 
     Raises
     ------
@@ -97,15 +101,15 @@ def load_fastai(path: str | Path, backwards: bool = False, itos_path: str | Path
     """
     path = Path(path)
     if path.is_dir():
-        weights_file, explicit, folder = _pick_weights_file(path, backwards), False, path
+        weights_file, folder = _pick_weights_file(path, backwards), path
     elif path.is_file():
-        weights_file, explicit, folder = path, True, path.parent
+        weights_file, folder = path, path.parent
         _check_direction(weights_file, backwards)
     else:
         raise ValueError(f"{path} is neither a folder nor a file")
     itos_file = Path(itos_path) if itos_path is not None else _pick_itos_file(folder)
 
-    raw_state = _load_checkpoint(weights_file, allow_unsafe=explicit)
+    raw_state = _load_checkpoint(weights_file, allow_code_execution)
     layout, state, config = _convert(raw_state, weights_file)
     itos = _load_itos(itos_file)
     if len(itos) != config.vocab_size:
@@ -205,19 +209,22 @@ def _pick_itos_file(folder: Path) -> Path:
     return files[0]
 
 
-def _load_checkpoint(file: Path, allow_unsafe: bool) -> dict:
+def _load_checkpoint(file: Path, allow_code_execution: bool = False) -> dict:
+    """The state dict in a torch checkpoint, read without running any code the file may hold.
+
+    ``torch.load(weights_only=True)`` reads plain checkpoints. fastai checkpoints that also pickle
+    other objects (optimizer settings, fastcore classes) are read by :class:`_RestrictedUnpickler`,
+    which rebuilds tensors exactly as ``weights_only`` does and turns every other class or
+    function the file names into an inert stand-in: nothing in the file is ever called.
+    """
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if not allow_unsafe:
-            raise ValueError(
-                f"{file} holds objects that torch.load(weights_only=True) refuses ({error}). Reading it "
-                "fully runs code stored in the file: if you trust it, pass the file's path itself "
-                "instead of its folder") from error
+    except pickle.UnpicklingError:
         try:
-            payload = torch.load(file, map_location="cpu", weights_only=False)
-        except Exception as error2:
-            raise ValueError(f"cannot read {file}: {error2}") from error2
+            payload = torch.load(file, map_location="cpu", weights_only=False,
+                                 pickle_module=None if allow_code_execution else _RESTRICTED_PICKLE)
+        except Exception as error:
+            raise ValueError(f"cannot read {file} as a torch weights file: {error}") from error
     except Exception as error:
         raise ValueError(f"cannot read {file} as a torch weights file: {error}") from error
     if isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict):
@@ -228,6 +235,53 @@ def _load_checkpoint(file: Path, allow_unsafe: bool) -> dict:
     if bad:
         raise ValueError(f"{file}: entries that are not named tensors: {bad[:10]}")
     return payload
+
+
+class _InertObject:
+    """Stands in for a class or function that a checkpoint names and skulmfit does not need: it
+    records what the file gives it and runs nothing."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __setitem__(self, key, value):  # pickled dict subclasses
+        self.__dict__.setdefault("items", {})[key] = value
+
+    def append(self, value):  # pickled list subclasses
+        self.__dict__.setdefault("values", []).append(value)
+
+    def extend(self, values):
+        self.__dict__.setdefault("values", []).extend(values)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Admits the globals that ``torch.load(weights_only=True)`` admits (tensor rebuilding, dtypes,
+    ordered dicts); any other class or function becomes a fresh subclass of :class:`_InertObject`
+    named after it, so a checkpoint's ``__reduce__`` can never call real code."""
+
+    def find_class(self, module, name):
+        allowed = _weights_only_globals().get(f"{module}.{name}")
+        if allowed is not None:
+            return allowed
+        return type(f"{module}.{name}", (_InertObject,), {})
+
+
+def _weights_only_globals() -> dict:
+    from torch import _weights_only_unpickler
+    return _weights_only_unpickler._get_allowed_globals()
+
+
+def _restricted_load(file, **kwargs):
+    return _RestrictedUnpickler(file, **kwargs).load()
+
+
+# What torch.load needs of a pickle module: its Unpickler and load (the legacy format's header).
+_RESTRICTED_PICKLE = types.ModuleType("skulmfit_restricted_pickle")
+_RESTRICTED_PICKLE.Unpickler = _RestrictedUnpickler
+_RESTRICTED_PICKLE.load = _restricted_load
 
 
 class _PlainUnpickler(pickle.Unpickler):

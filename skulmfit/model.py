@@ -84,18 +84,29 @@ class EmbeddingDropout(nn.Module):
         return F.embedding(ids, weight, self.emb.padding_idx)
 
 
+# cuDNN warns that a weight passed to the LSTM kernel is not in the module's flat buffer; with
+# DropConnect that copy is intended. Filtered once here: warnings.catch_warnings() around each call
+# would rewrite the global filters from every predicting thread.
+warnings.filterwarnings("ignore", message="RNN module weights are not part")
+# What nn.LSTM.forward calls; WeightDropout calls it with the weights given, not read from a module.
+_lstm_kernel = torch._VF.lstm
+
+
 class WeightDropout(nn.Module):
     """DropConnect on an LSTM's hidden-to-hidden matrix.
 
-    The trainable matrix lives here as ``weight_hh_l0_raw``; before each forward a dropped copy is
-    handed to the wrapped LSTM as a plain tensor, which keeps torch's fused LSTM kernel. After the
-    forward the LSTM gets an empty placeholder back, so the module never holds a non-leaf tensor
-    and ``deepcopy``/``pickle``/``torch.save`` always work. Each forward draws a new mask, except
-    inside :meth:`one_mask`.
+    The trainable matrix lives here as ``weight_hh_l0_raw``. Each forward passes the LSTM's
+    weights, with a dropped copy of that matrix in training, straight to torch's fused LSTM
+    kernel: nothing is assigned to any module during a forward, so one model can predict from
+    several threads at once. The wrapped LSTM only keeps an empty placeholder where its
+    ``weight_hh_l0`` was (``nn.LSTM`` looks the name up when moved between devices). Each
+    training forward draws a new mask, except inside :meth:`one_mask`.
     """
 
     def __init__(self, module: nn.LSTM, p: float):
         super().__init__()
+        if module.num_layers != 1 or module.bidirectional or not module.batch_first or module.proj_size:
+            raise ValueError("WeightDropout wraps a single-layer, unidirectional, batch-first LSTM")
         self.module = module
         self.p = p
         raw = module.weight_hh_l0
@@ -108,20 +119,21 @@ class WeightDropout(nn.Module):
         self.module.weight_hh_l0 = self.weight_hh_l0_raw.new_empty(0)
 
     def dropped_weight(self) -> torch.Tensor:
-        """The raw matrix with a fresh DropConnect mask (training), or a plain copy of it (eval)."""
+        """The raw matrix with a fresh DropConnect mask (training), or the raw matrix itself (eval)."""
         raw = self.weight_hh_l0_raw
         if not self.training or self.p == 0.0:
-            return raw * 1.0  # a plain tensor: assigned to the LSTM, a Parameter would become its own
+            return raw
         # A uniform draw compared with p is cheaper than bernoulli_ on a CPU.
         keep = torch.rand_like(raw).ge_(self.p).div_(1 - self.p)
         return raw * keep
 
     @contextlib.contextmanager
     def one_mask(self):
-        """Every forward inside uses the same dropped matrix, as for one long sequence.
+        """Every training forward inside uses the same dropped matrix, as for one long sequence.
 
         Merity et al. keep the dropped weights for a whole forward and backward pass; a classifier
         reading a document in chunks therefore draws one mask per document batch, not per chunk.
+        (Training only: it sets an attribute, which prediction must never do.)
         """
         self._shared_weight = self.dropped_weight()
         try:
@@ -130,15 +142,16 @@ class WeightDropout(nn.Module):
             self._shared_weight = None
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
-        shared = self._shared_weight
-        self.module.weight_hh_l0 = shared if shared is not None else self.dropped_weight()
-        try:
-            with warnings.catch_warnings():
-                # cuDNN warns that the dropped weight is not in its flat buffer; that copy is intended.
-                warnings.filterwarnings("ignore", message="RNN module weights are not part")
-                return self.module(x, state)
-        finally:
-            self._release_weight()
+        lstm = self.module
+        shared = self._shared_weight if self.training else None
+        weights = [lstm.weight_ih_l0, shared if shared is not None else self.dropped_weight()]
+        if lstm.bias:
+            weights += [lstm.bias_ih_l0, lstm.bias_hh_l0]
+        if state is None:
+            zeros = x.new_zeros(1, x.size(0), lstm.hidden_size)
+            state = (zeros, zeros)
+        output, h, c = _lstm_kernel(x, state, weights, lstm.bias, 1, 0.0, self.training, False, True)
+        return output, (h, c)
 
     def _apply(self, fn, recurse=True):
         # .to()/.half() must also move the placeholder, or the LSTM would see mixed devices.
@@ -302,7 +315,8 @@ class TextClassifier(nn.Sequential):
         window_list = window_start.tolist()
         last = max_pool = sum_pool = None
         state, n_active, pos = None, n_rows, 0
-        with encoder.one_weight_mask():
+        # One DropConnect mask per document batch in training; prediction changes no module.
+        with encoder.one_weight_mask() if encoder.training else contextlib.nullcontext():
             while pos < lengths_list[0]:
                 while lengths_list[n_active - 1] <= pos:
                     n_active -= 1

@@ -258,7 +258,8 @@ def inference_batches(lengths: np.ndarray, max_tokens: int, max_len: int, max_ro
 def _classifier_outputs(model: TextClassifier, docs: Sequence[np.ndarray], *, pooled: bool, batch_size: int,
                         device: torch.device | str, reverse: bool, bf16: bool) -> np.ndarray:
     device = torch.device(device)
-    model.to(device).eval()
+    if model.training or not _on_device(model, device):  # a fitted estimator's models need neither
+        model.to(device).eval()
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     width = model.config.emb_size * 3 if pooled else model[1].layers[-1].out_features
     result = np.empty((len(docs), width), dtype=np.float32)
@@ -271,6 +272,12 @@ def _classifier_outputs(model: TextClassifier, docs: Sequence[np.ndarray], *, po
             out = model.pool(ids, doc_lengths) if pooled else model(ids, doc_lengths)
             result[indices] = out.float().cpu().numpy()
     return result
+
+
+def _on_device(model: torch.nn.Module, device: torch.device) -> bool:
+    current = next(model.parameters()).device
+    # torch.device("cuda") has no index while a parameter's device has one: "cuda" matches any.
+    return current.type == device.type and (device.index is None or current.index == device.index)
 
 
 def predict_logits(model: TextClassifier, docs: Sequence[np.ndarray], *, batch_size: int = 64,

@@ -246,13 +246,13 @@ def test_missing_or_ambiguous_itos_is_refused(tmp_path):
     assert load_fastai(tmp_path, itos_path=tmp_path / "b.pkl").card["itos_file"] == "b.pkl"
 
 
-def test_pickled_objects_need_an_explicit_file(tmp_path):
+def test_pickled_objects_beside_the_weights_are_read_without_running_them(tmp_path):
     weights = tmp_path / "lstm_fwd.pth"
     write(tmp_path, v2_state(layer_tensors()), vocab(V2_SPECIALS))
     torch.save({"model": v2_state(layer_tensors()), "opt": argparse.Namespace(lr=0.1)}, weights)
-    with pytest.raises(ValueError, match="weights_only"):
-        load_fastai(tmp_path)
+    assert load_fastai(tmp_path).card["layout"] == "fastai-v2"
     assert load_fastai(weights).card["layout"] == "fastai-v2"
+    assert load_fastai(weights, allow_code_execution=True).card["layout"] == "fastai-v2"
 
 
 def test_resolve_routes_fastai_folders_here(tmp_path):

@@ -1,0 +1,140 @@
+"""What skulmfit guarantees under stress: no loader runs code from a file, prediction is
+thread-safe, bad values are refused by name."""
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from skulmfit import ULMFiTClassifier
+from skulmfit.fastai_import import load_fastai
+from skulmfit.pretrain import Checkpointer
+from skulmfit.pretrained import load_weights, resolve, save_weights
+
+TINY = dict(lm_epochs=1, epochs=1, batch_size=8, bptt=10, max_len=50, random_state=0)
+
+
+# ----------------------------------------------------------------------------- files never run code
+
+class WritesMarker:
+    """Unpickling this object runs ``open(path, 'w')``: the proof that a loader executed file code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').write('ran')",))
+
+
+@pytest.fixture
+def marker(tmp_path):
+    path = tmp_path / "MARKER"
+    yield path
+    assert not path.exists(), "a loader ran code stored in a file"
+
+
+def malicious_state(marker):
+    return {"0.encoder.weight": torch.zeros(3, 2), "payload": WritesMarker(marker)}
+
+
+def test_fastai_loader_never_runs_code_folder_or_file(tmp_path, marker):
+    folder = tmp_path / "fastai"
+    folder.mkdir()
+    torch.save({"model": {"0.encoder.weight": torch.zeros(3, 2)}, "opt": WritesMarker(marker)},
+               folder / "lstm_fwd.pth")
+    (folder / "itos.pkl").write_bytes(pickle.dumps(["a", "b", "c"]))
+    for path in (folder, folder / "lstm_fwd.pth"):
+        with pytest.raises(ValueError):  # the inert optimizer is skipped; the toy state dict is incomplete
+            load_fastai(path)
+    # A lone model.pkl, which used to be read with plain pickle:
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    torch.save(WritesMarker(marker), lone / "model.pkl")
+    with pytest.raises(ValueError):
+        ULMFiTClassifier(pretrained=lone / "model.pkl", **TINY).fit(["a b", "c d"], [0, 1])
+
+
+def test_itos_pickle_never_runs_code(tmp_path, marker):
+    folder = tmp_path / "fastai"
+    folder.mkdir()
+    torch.save({"0.encoder.weight": torch.zeros(3, 2)}, folder / "lstm_fwd.pth")
+    (folder / "itos.pkl").write_bytes(pickle.dumps(WritesMarker(marker)))
+    with pytest.raises(ValueError):
+        load_fastai(folder)
+
+
+def test_skulmfit_weight_file_loader_never_runs_code(tmp_path, marker):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "skulmfit-awdlstm-1", "card": WritesMarker(marker)}, path)
+    with pytest.raises(ValueError, match="not a skulmfit weight file"):
+        load_weights(path)
+    with pytest.raises(ValueError):
+        resolve(path)
+
+
+def test_pretraining_checkpoint_loader_never_runs_code(tmp_path, marker):
+    (tmp_path / "cache").mkdir()
+    checkpointer = Checkpointer(tmp_path / "cache", tmp_path / "out", "x", backwards=False)
+    torch.save({"model": {}, "optimizer": {}, "progress": WritesMarker(marker)}, checkpointer.state_path)
+    with pytest.raises(pickle.UnpicklingError):
+        checkpointer.load()
+
+
+def test_unpickling_a_fitted_model_never_unpickles_code_in_its_weights_blob(tiny_weights, binary_task, marker):
+    clf = ULMFiTClassifier(pretrained=tiny_weights, **TINY).fit(*binary_task)
+    state = clf.__getstate__()
+    buffer = io.BytesIO()
+    torch.save([WritesMarker(marker)], buffer)
+    state["_models_blob"] = buffer.getvalue()
+    with pytest.raises(pickle.UnpicklingError):
+        ULMFiTClassifier().__setstate__(state)
+
+
+# ----------------------------------------------------------------------------- threads
+
+THREADS_SCRIPT = textwrap.dedent("""
+    import sys, threading
+    import numpy as np, torch
+    from skulmfit import ULMFiTClassifier
+    texts = ["a great film", "an awful film", "great acting", "awful acting"] * 6
+    y = [1, 0, 1, 0] * 6
+    clf = ULMFiTClassifier(pretrained=sys.argv[1], lm_epochs=1, epochs=1, batch_size=8, random_state=0,
+                           bidirectional=True).fit(texts, y)
+    queries = texts + [" ".join(["great film awful story"] * 300)]
+    expected = clf.predict_proba(queries)
+    results, errors = [], []
+    def work():
+        try:
+            for _ in range(5):
+                results.append(clf.predict_proba(queries))
+        except BaseException as error:
+            errors.append(repr(error))
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert not errors, errors
+    assert len(results) == 20 and all(np.array_equal(r, expected) for r in results)
+    print("ok")
+""")
+
+
+def test_threads_predicting_with_one_model_agree_with_a_sequential_call(tiny_weights, tiny_weights_bwd, tmp_path):
+    folder = tmp_path / "both"
+    folder.mkdir()
+    for direction, short, path in (("forward", "fwd", tiny_weights), ("backward", "bwd", tiny_weights_bwd)):
+        lm = load_weights(path)  # the two tiny files, as one model folder with its cards
+        checksum = save_weights(folder / f"tiny.{short}.pt", lm.build(), lm.itos, backwards=lm.backwards)
+        card = {"name": "tiny", "direction": direction, "file": f"tiny.{short}.pt", "sha256": checksum}
+        (folder / f"tiny.{short}.json").write_text(json.dumps(card))
+    # Fresh processes: a crash (the segmentation faults this test guards against) must fail the
+    # test, not end the test run, and each round starts with torch's threads unused.
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    for _ in range(3):
+        result = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, str(folder)], capture_output=True,
+                                text=True, timeout=120, env=env)
+        assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
