@@ -1,13 +1,14 @@
 """``ULMFiTClassifier``: the whole ULMFiT recipe behind scikit-learn's ``fit`` / ``predict``."""
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import numbers
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from .model import AWDLSTMConfig, LanguageModel, TextClassifier
 from .pretrained import DEFAULT_MODEL, PretrainedLM, match_embeddings, resolve
 from .progress import ProgressBar, SilentProgress
 from .text import Tokenizer
-from .training import _on_device, fine_tune_language_model, pooled_features, predict_logits, train_classifier
+from .training import NonFiniteLossError, _on_device, fine_tune_language_model, pooled_features, predict_logits, train_classifier
 from .vocab import Vocab
 
 # Sizes of the language model when ``pretrained=None``: the bundled model's shape.
@@ -34,9 +35,16 @@ PREDICT_CHUNK = 4096  # documents tokenized at a time when predicting: bounds me
 
 
 def _check_texts(X, name: str = "X") -> list[str]:
-    """A list of ``str`` from a list, tuple, array, pandas Series or other 1-D iterable of texts."""
+    """A list of ``str`` from a list, tuple, array, pandas Series or other ordered 1-D iterable of texts."""
     if isinstance(X, str):
         raise TypeError(f"{name} must be a sequence of texts, not a single str; wrap it in a list")
+    if isinstance(X, (bytes, bytearray)):
+        raise TypeError(f"{name} is {type(X).__name__}; it must be a sequence of str (decode bytes first)")
+    if isinstance(X, Mapping):
+        raise TypeError(f"{name} is a {type(X).__name__}; pass its texts (e.g. X['text']), not the mapping")
+    if isinstance(X, Set):
+        raise TypeError(f"{name} is an unordered {type(X).__name__}: texts and labels would pair up in "
+                        "arbitrary order; pass a list")
     if hasattr(X, "ndim") and X.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one text per sample); got an array of shape {X.shape}")
     if hasattr(X, "to_numpy"):  # pandas Series / Index
@@ -84,9 +92,11 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
     max_len : int, default=1400
         The classifier pools and backpropagates over each document's last ``max_len`` tokens;
         earlier tokens only carry the hidden state, so memory is bounded for any length.
-    drop_mult : float, default=0.5
+    drop_mult : float in [0, 2), default=0.5
         Multiplier of fastai's classifier dropouts; language-model fine-tuning uses fastai's LM
         dropouts times ``2 * drop_mult``, so the default reproduces fastai's defaults for both.
+        The largest rate is the classifier's DropConnect, ``0.5 * drop_mult``: below 2 every
+        dropout probability stays below 1.
     bidirectional : bool, default=False
         Fine-tune a forward and a backward model and average their probabilities.
     device : str, default="auto"
@@ -153,7 +163,8 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
         "bptt": [Interval(numbers.Integral, 5, None, closed="left")],
         "max_len": [Interval(numbers.Integral, 1, None, closed="left")],
-        "drop_mult": [Interval(numbers.Real, 0, None, closed="left")],
+        # The classifier's DropConnect rate is 0.5 * drop_mult: at 2 it would drop every weight.
+        "drop_mult": [Interval(numbers.Real, 0, 2, closed="left")],
         "bidirectional": ["boolean"],
         "device": [str, torch.device],
         "precision": [StrOptions({"auto", "fp32", "bf16"})],
@@ -237,33 +248,34 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         tokens = tokenizer.tokenize_many(texts + extra)
         n_threads = torch.get_num_threads()
         vocabs, models, histories = [], [], []
-        for backwards, lm_source in zip(directions, lm_sources):
-            # With random_state=None the seed stays out of the cache key (as in a Pipeline's memory):
-            # otherwise every fit would draw a new seed and never reuse a cached language model.
-            encoder = _cached(self.memory, fine_tune_encoder, ignore_seed=self.random_state is None)(
-                tokens, lm_source, _fingerprint(self.pretrained), backwards,
-                dict(lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
-                     drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
-                     discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
-                     bf16=bf16),
-                seed, str(device), self.verbose)
-            vocab = Vocab(encoder["itos"])
-            docs = vocab.numericalize_many(tokens[: len(texts)])
-            config = AWDLSTMConfig(**encoder["sizes"]).for_classifier().scaled(self.drop_mult)
-            with torch.random.fork_rng(devices=_cuda_devices(device)):
-                torch.manual_seed(seed + 1)  # before the head's random initialisation
-                model = TextClassifier(config, len(classes), bptt=self.bptt, max_len=self.max_len)
-                model[0].load_state_dict(encoder["encoder_state"])
-                history = train_classifier(
-                    model, [docs[i] for i in train_idx], y_encoded[train_idx], epochs=epochs, lr=self.lr,
-                    batch_size=self.batch_size, device=device, rng=np.random.default_rng(seed + 1),
-                    reverse=backwards, class_weight=class_weight, gradual_unfreezing=self.gradual_unfreezing,
-                    discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
-                    validation=None if valid_idx is None else ([docs[i] for i in valid_idx], y_encoded[valid_idx]),
-                    n_iter_no_change=self.n_iter_no_change, progress=progress)
-            vocabs.append(vocab)
-            models.append(model)
-            histories.append(history)
+        with _explain_non_finite_loss(self, bf16):
+            for backwards, lm_source in zip(directions, lm_sources):
+                # With random_state=None the seed stays out of the cache key (as in a Pipeline's memory):
+                # otherwise every fit would draw a new seed and never reuse a cached language model.
+                encoder = _cached(self.memory, fine_tune_encoder, ignore_seed=self.random_state is None)(
+                    tokens, lm_source, _fingerprint(self.pretrained), backwards,
+                    dict(lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
+                         drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
+                         discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
+                         bf16=bf16),
+                    seed, str(device), self.verbose)
+                vocab = Vocab(encoder["itos"])
+                docs = vocab.numericalize_many(tokens[: len(texts)])
+                config = AWDLSTMConfig(**encoder["sizes"]).for_classifier().scaled(self.drop_mult)
+                with torch.random.fork_rng(devices=_cuda_devices(device)):
+                    torch.manual_seed(seed + 1)  # before the head's random initialisation
+                    model = TextClassifier(config, len(classes), bptt=self.bptt, max_len=self.max_len)
+                    model[0].load_state_dict(encoder["encoder_state"])
+                    history = train_classifier(
+                        model, [docs[i] for i in train_idx], y_encoded[train_idx], epochs=epochs, lr=self.lr,
+                        batch_size=self.batch_size, device=device, rng=np.random.default_rng(seed + 1),
+                        reverse=backwards, class_weight=class_weight, gradual_unfreezing=self.gradual_unfreezing,
+                        discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
+                        validation=None if valid_idx is None else ([docs[i] for i in valid_idx], y_encoded[valid_idx]),
+                        n_iter_no_change=self.n_iter_no_change, progress=progress)
+                vocabs.append(vocab)
+                models.append(model)
+                histories.append(history)
         # Fitted attributes are set together at the end: a fit that fails leaves the estimator as it was.
         self.classes_, self.tokenizer_, self.vocab_ = classes, tokenizer, vocabs
         self.models_, self.history_ = models, histories
@@ -310,7 +322,15 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         unknown = set(self.class_weight) - set(classes.tolist())
         if unknown:
             raise ValueError(f"class_weight names classes not in y: {sorted(map(str, unknown))}")
-        return np.array([float(self.class_weight.get(c, 1.0)) for c in classes.tolist()])
+        weights = {}
+        for c in classes.tolist():
+            value = self.class_weight.get(c, 1.0)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"class_weight[{c!r}] is {value!r}; class weights must be finite numbers >= 0")
+            weights[c] = float(value)
+        if not any(weights.values()):
+            raise ValueError("class_weight gives every class weight 0: at least one must be positive")
+        return np.array(list(weights.values()))
 
     def _split(self, y_encoded: np.ndarray, seed: int):
         everything = np.arange(len(y_encoded))
@@ -401,6 +421,20 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+@contextlib.contextmanager
+def _explain_non_finite_loss(estimator: ULMFiTClassifier, bf16: bool):
+    """Adds the likely causes to a :class:`NonFiniteLossError` from training."""
+    try:
+        yield
+    except NonFiniteLossError as error:
+        causes = [f"a learning rate too high (lr={estimator.lr}, lm_lr={estimator.lm_lr})",
+                  "non-finite pretrained weights"]
+        if bf16:
+            causes.insert(1, "bf16 overflow (try precision='fp32')")
+        raise NonFiniteLossError(f"{error}; the fit stopped and left the estimator as it was. "
+                                 f"Likely causes: {', '.join(causes)}") from None
+
 
 _MODEL_MOVE_LOCK = threading.Lock()
 

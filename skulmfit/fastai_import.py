@@ -107,9 +107,9 @@ def load_fastai(path: str | Path, backwards: bool = False, itos_path: str | Path
         _check_direction(weights_file, backwards)
     else:
         raise ValueError(f"{path} is neither a folder nor a file")
-    itos_file = Path(itos_path) if itos_path is not None else _pick_itos_file(folder)
-
+    # The weights first: a file that is no weight file at all must say so, not ask for a vocabulary.
     raw_state = _load_checkpoint(weights_file, allow_code_execution)
+    itos_file = Path(itos_path) if itos_path is not None else _pick_itos_file(folder)
     layout, state, config = _convert(raw_state, weights_file)
     itos = _load_itos(itos_file)
     if len(itos) != config.vocab_size:
@@ -224,9 +224,9 @@ def _load_checkpoint(file: Path, allow_code_execution: bool = False) -> dict:
             payload = torch.load(file, map_location="cpu", weights_only=False,
                                  pickle_module=None if allow_code_execution else _RESTRICTED_PICKLE)
         except Exception as error:
-            raise ValueError(f"cannot read {file} as a torch weights file: {error}") from error
+            raise ValueError(_unreadable(file, error)) from error
     except Exception as error:
-        raise ValueError(f"cannot read {file} as a torch weights file: {error}") from error
+        raise ValueError(_unreadable(file, error)) from error
     if isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict):
         payload = payload["model"]
     if not isinstance(payload, dict) or not payload:
@@ -235,6 +235,12 @@ def _load_checkpoint(file: Path, allow_code_execution: bool = False) -> dict:
     if bad:
         raise ValueError(f"{file}: entries that are not named tensors: {bad[:10]}")
     return payload
+
+
+def _unreadable(file: Path, error: Exception) -> str:
+    return (f"{file} is not a readable weight file ({type(error).__name__}: {error}). Readable are skulmfit "
+            "weight files (.pt, from skulmfit.pretrain) and fastai language models (a .pth or .h5 file "
+            "written by torch.save, with its itos .pkl beside it)")
 
 
 class _InertObject:

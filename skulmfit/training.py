@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,6 +33,15 @@ TAR_BETA = 1.0
 # matrix products too small to use the CPU well (measured in benchmarks/speed.py). Without
 # gradients, 64 rows of max_len positions stay far below what training holds.
 INFERENCE_MIN_ROWS = 64
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN or infinite: the update is not applied and training stops."""
+
+
+def _check_finite(loss: float, what: str) -> None:
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(f"the {what} became {loss}")
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -78,6 +88,7 @@ def lm_train_step(model: LanguageModel, optimizer: torch.optim.Optimizer, x: tor
         total = total + alpha * dropped.float().pow(2).mean()
     if beta and raw.size(1) > 1:  # TAR: keep consecutive hidden states close
         total = total + beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
+    _check_finite(total.item(), "language-model loss")
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -124,7 +135,10 @@ def fine_tune_language_model(model: LanguageModel, docs: Sequence[np.ndarray], *
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if stlr:
                 set_stlr(optimizer, step, total_steps, cut_frac, ratio, scale=x.size(1) / bptt)
-            loss, state = lm_train_step(model, optimizer, x, y, state, bf16=bf16)
+            try:
+                loss, state = lm_train_step(model, optimizer, x, y, state, bf16=bf16)
+            except NonFiniteLossError as error:
+                raise NonFiniteLossError(f"{error} in fine-tuning, at step {step + 1} of {total_steps}") from None
             losses.append(loss)
             progress.step(loss)
             step += 1
@@ -204,11 +218,12 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
                 with autocast(device, bf16):
                     logits = model(ids.to(device), doc_lengths.to(device))
                 loss = F.cross_entropy(logits.float(), targets[indices].to(device), weight=weight)
+                losses.append(loss.item())
+                _check_finite(losses[-1], f"classifier loss ({label}, step {len(losses)})")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), CLASSIFIER_CLIP)
                 optimizer.step()
-                losses.append(loss.item())
                 progress.step(losses[-1])
                 step += 1
             record = {"trainable_groups": n_trainable, "loss": float(np.mean(losses))}

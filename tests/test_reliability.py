@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from skulmfit import ULMFiTClassifier
 from skulmfit.fastai_import import load_fastai
 from skulmfit.pretrain import Checkpointer
 from skulmfit.pretrained import load_weights, resolve, save_weights
+from skulmfit.training import NonFiniteLossError
 
 TINY = dict(lm_epochs=1, epochs=1, batch_size=8, bptt=10, max_len=50, random_state=0)
 
@@ -138,3 +140,77 @@ def test_threads_predicting_with_one_model_agree_with_a_sequential_call(tiny_wei
         result = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, str(folder)], capture_output=True,
                                 text=True, timeout=120, env=env)
         assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- no silent NaN models
+
+TEXTS, LABELS = ["a good film", "a bad film", "good acting", "bad acting"] * 4, ["pos", "neg"] * 8
+
+
+@pytest.mark.parametrize("class_weight, message", [
+    ({"pos": float("nan")}, "finite"), ({"pos": -1.0}, ">= 0"), ({"pos": float("inf")}, "finite"),
+    ({"pos": "heavy"}, "finite"), ({"pos": 0, "neg": 0}, "at least one must be positive")])
+def test_bad_class_weights_are_refused_by_name(tiny_weights, class_weight, message):
+    with pytest.raises(ValueError, match=f"class_weight.*{message}|{message}"):
+        ULMFiTClassifier(pretrained=tiny_weights, class_weight=class_weight, **TINY).fit(TEXTS, LABELS)
+
+
+def test_zero_weight_for_one_class_is_allowed(tiny_weights):
+    clf = ULMFiTClassifier(pretrained=tiny_weights, class_weight={"pos": 0.0}, **TINY).fit(TEXTS, LABELS)
+    assert np.isfinite(clf.predict_proba(TEXTS)).all()
+
+
+@pytest.mark.parametrize("drop_mult", [2, 2.5, 3, -0.1])
+def test_drop_mult_that_drops_every_weight_is_refused_by_name(tiny_weights, drop_mult):
+    with pytest.raises(ValueError, match="drop_mult"):
+        ULMFiTClassifier(pretrained=tiny_weights, drop_mult=drop_mult, **TINY).fit(TEXTS, LABELS)
+
+
+def test_largest_drop_mult_trains_a_finite_model(tiny_weights):
+    clf = ULMFiTClassifier(pretrained=tiny_weights, drop_mult=1.99, **TINY).fit(TEXTS, LABELS)
+    assert np.isfinite(clf.predict_proba(TEXTS)).all()
+
+
+def test_a_diverging_fit_stops_with_a_clear_error_and_keeps_the_fitted_model(tiny_weights):
+    clf = ULMFiTClassifier(pretrained=tiny_weights, **TINY).fit(TEXTS, LABELS)
+    before = clf.predict_proba(TEXTS)
+    clf.set_params(lr=1e9, lm_lr=1e9)
+    with pytest.raises(NonFiniteLossError, match="became nan; the fit stopped.*Likely causes: a learning rate too high"):
+        clf.fit(TEXTS, LABELS)
+    np.testing.assert_array_equal(clf.predict_proba(TEXTS), before)
+
+
+def test_non_finite_pretrained_weights_stop_language_model_fine_tuning(tiny_weights, tmp_path):
+    lm = load_weights(tiny_weights)
+    lm.state_dict["0.encoder.weight"][5] = float("nan")
+    broken = tmp_path / "broken.pt"
+    save_weights(broken, lm.build(), lm.itos)
+    with pytest.raises(NonFiniteLossError, match="language-model loss became nan in fine-tuning, at step 1"):
+        ULMFiTClassifier(pretrained=broken, **TINY).fit(TEXTS, LABELS)
+
+
+# ----------------------------------------------------------------------------- inputs refused by name
+
+@pytest.mark.parametrize("X, message", [
+    (b"a good film", "X is bytes; it must be a sequence of str"),
+    (bytearray(b"a good film"), "X is bytearray"),
+    ({"text": TEXTS}, "X is a dict; pass its texts"),
+    (set(TEXTS), "unordered set"),
+    (frozenset(TEXTS), "unordered frozenset"),
+    ({t: 1 for t in TEXTS}.keys(), "unordered dict_keys"),
+])
+def test_ambiguous_containers_are_refused_by_name(tiny_weights, X, message):
+    clf = ULMFiTClassifier(pretrained=tiny_weights, **TINY)
+    with pytest.raises(TypeError, match=message):
+        clf.fit(X, LABELS)
+    fitted = ULMFiTClassifier(pretrained=tiny_weights, **TINY).fit(TEXTS, LABELS)
+    with pytest.raises(TypeError, match=message):
+        fitted.predict_proba(X)
+
+
+@pytest.mark.parametrize("content", [b"", os.urandom(64)])
+def test_a_file_that_is_no_weight_file_says_so(tmp_path, content):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="is not a readable weight file.*Readable are skulmfit weight files"):
+        ULMFiTClassifier(pretrained=path, **TINY).fit(TEXTS, LABELS)
