@@ -125,7 +125,8 @@ class UnigramSegmenter:
             if piece in score:
                 result.append(piece)
             else:  # one uncovered character: its bytes, last byte first as we walk backwards
-                result += reversed([BYTE_PIECES[b] for b in piece.encode("utf-8")])
+                # (a lone surrogate, which strict UTF-8 refuses, is spelt as Python stores it)
+                result += reversed([BYTE_PIECES[b] for b in piece.encode("utf-8", "surrogatepass")])
             end = start[end]
         segmentation = tuple(reversed(result))
         if len(word) <= _MAX_CACHED_LEN:

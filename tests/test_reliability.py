@@ -214,3 +214,56 @@ def test_a_file_that_is_no_weight_file_says_so(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(ValueError, match="is not a readable weight file.*Readable are skulmfit weight files"):
         ULMFiTClassifier(pretrained=path, **TINY).fit(TEXTS, LABELS)
+
+
+# ----------------------------------------------------------------------------- odd texts, interrupts
+
+ODD_TEXTS = ["", "   \n\t ", "lone \ud800 surrogate", "nul\x00byte", "emoji 😀👍🏽 and flags 🇫🇷", "good film"]
+HUGE_TEXT = "a good film " * 450_000  # 5.4 MB, 1.35 million words: predicted, not trained on (CI time)
+
+
+@pytest.mark.parametrize("subword", [False, True])
+def test_odd_texts_fit_and_predict(tiny_weights, tmp_path, subword):
+    weights = tiny_weights
+    if subword:  # the tiny model's vocabulary as pieces (byte pieces added), so that every text is pieces
+        from skulmfit.subword import BYTE_PIECES, UnigramSegmenter
+        from skulmfit.text import Tokenizer
+        from skulmfit.vocab import Vocab
+        lm = load_weights(tiny_weights)
+        pieces = ["▁" + t for t in lm.itos[9:] if not t.startswith("xxfake")] + ["▁", *BYTE_PIECES]
+        tokenizer = Tokenizer(UnigramSegmenter(pieces, [-1.0] * len(pieces)))
+        itos = Vocab.from_pieces(pieces).itos
+        from skulmfit.model import AWDLSTMConfig, LanguageModel
+        model = LanguageModel(AWDLSTMConfig(len(itos), **{k: v for k, v in lm.config.sizes().items()
+                                                        if k != "vocab_size"}))
+        weights = tmp_path / "subword.pt"
+        save_weights(weights, model, itos, tokenizer=tokenizer)
+    clf = ULMFiTClassifier(pretrained=weights, **TINY).fit(ODD_TEXTS, ["a", "b"] * 3)
+    queries = ODD_TEXTS if subword else ODD_TEXTS + [HUGE_TEXT]  # the huge text once: CI time
+    proba = clf.predict_proba(queries)
+    assert proba.shape == (len(queries), 2) and np.isfinite(proba).all()
+
+
+def interrupt_on_call(monkeypatch, module, name, call):
+    """Makes the ``call``-th call of ``module.name`` raise KeyboardInterrupt (as Ctrl-C would)."""
+    original, calls = getattr(module, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapper)
+
+
+@pytest.mark.parametrize("stage, name, call", [("language-model fine-tuning", "lm_train_step", 1),
+                                               ("classifier training", "pad_batch", 3)])
+def test_an_interrupted_refit_keeps_the_fitted_model(tiny_weights, monkeypatch, stage, name, call):
+    import skulmfit.training as training_module
+    clf = ULMFiTClassifier(pretrained=tiny_weights, **TINY).fit(TEXTS, LABELS)
+    before = clf.predict_proba(TEXTS)
+    interrupt_on_call(monkeypatch, training_module, name, call)
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(TEXTS[::-1], LABELS[::-1])
+    monkeypatch.undo()
+    np.testing.assert_array_equal(clf.predict_proba(TEXTS), before)

@@ -27,6 +27,7 @@ def test_uncovered_characters_become_their_utf8_bytes():
     assert seg.segment("é") == ("▁", "<0xC3>", "<0xA9>")
     assert seg.segment("the😀") == ("▁the", "<0xF0>", "<0x9F>", "<0x98>", "<0x80>")
     assert seg.segment("a\u0000b") == ("▁", "a", "<0x00>", "b")
+    assert seg.segment("a\ud800") == ("▁", "a", "<0xED>", "<0xA0>", "<0x80>")  # a lone surrogate
     # The text "<0x41>" is seven characters, not the byte 0x41.
     assert "<0x41>" not in seg.segment("<0x41>")
 
