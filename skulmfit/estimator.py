@@ -385,6 +385,19 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
                        reverse=backwards, bf16=bf16)
                    for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
 
+    # ------------------------------------------------------------------------- persistence
+
+    def save(self, path) -> None:
+        """Writes the fitted estimator to ``path`` in a format that cannot run code when loaded.
+
+        Load it with :func:`skulmfit.load`: tensors and plain values only, read with
+        ``torch.load(weights_only=True)``; predictions equal this estimator's bit for bit, on any
+        device. Prefer it to ``pickle``/``joblib`` for a model you send or receive; the parameter
+        ``memory`` is kept as its folder and a ``RandomState`` ``random_state`` as ``None``.
+        """
+        from .persistence import save
+        save(self, path)
+
     # ------------------------------------------------------------------------- scikit-learn plumbing
 
     def __sklearn_tags__(self):
