@@ -1,6 +1,5 @@
-"""Data for the examples: any CSV with ``text,label`` columns, or scikit-learn's 20 Newsgroups.
-
-20 Newsgroups is downloaded by scikit-learn on first use and cached in ``~/scikit_learn_data``.
+"""Data for the examples: the bundled TREC-6 (offline), any CSV with ``text,label`` columns, or
+scikit-learn's 20 Newsgroups (downloaded once into ``~/scikit_learn_data``).
 """
 from __future__ import annotations
 
@@ -14,9 +13,13 @@ NEWSGROUPS = ["comp.graphics", "rec.autos", "sci.med", "talk.politics.guns"]
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--csv", help="CSV (or .csv.gz) with text,label columns; default: 20 Newsgroups")
+    parser.add_argument("--dataset", choices=["trec6", "20newsgroups"], default="trec6",
+                        help="trec6: bundled with skulmfit, offline (default); 20newsgroups: 4 topics, "
+                             "downloaded by scikit-learn on first use")
+    parser.add_argument("--csv", help="CSV (or .csv.gz) with text,label columns, instead of --dataset")
     parser.add_argument("--test-csv", help="separate test CSV; default: a stratified 25%% split of --csv")
-    parser.add_argument("--max-train", type=int, default=2000, help="use at most this many training texts")
+    parser.add_argument("--max-train", type=int, default=None, help="use at most this many training texts")
+    parser.add_argument("--max-test", type=int, default=None, help="score on at most this many test texts")
 
 
 def read_csv(path: str) -> tuple[list[str], list[str]]:
@@ -38,7 +41,7 @@ def load(args: argparse.Namespace):
         else:
             texts, test_texts, labels, test_labels = train_test_split(
                 texts, labels, test_size=0.25, stratify=labels, random_state=0)
-    else:
+    elif args.dataset == "20newsgroups":
         from sklearn.datasets import fetch_20newsgroups
         parts = {subset: fetch_20newsgroups(subset=subset, categories=NEWSGROUPS,
                                             remove=("headers", "footers", "quotes"))
@@ -46,7 +49,13 @@ def load(args: argparse.Namespace):
         names = parts["train"].target_names
         texts, labels = parts["train"].data, [names[i] for i in parts["train"].target]
         test_texts, test_labels = parts["test"].data, [names[i] for i in parts["test"].target]
-    if len(texts) > args.max_train:
+    else:
+        from skulmfit.datasets import load_trec6
+        texts, labels = load_trec6(subset="train", return_X_y=True)
+        test_texts, test_labels = load_trec6(subset="test", return_X_y=True)
+    if args.max_train and len(texts) > args.max_train:
         texts, _, labels, _ = train_test_split(texts, labels, train_size=args.max_train, stratify=labels,
                                                random_state=0)
-    return texts, labels, test_texts, test_labels
+    if args.max_test and len(test_texts) > args.max_test:
+        test_texts, test_labels = test_texts[:args.max_test], test_labels[:args.max_test]
+    return list(texts), list(labels), list(test_texts), list(test_labels)

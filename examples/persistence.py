@@ -1,4 +1,9 @@
-"""Save a fitted classifier with joblib and load it back (also on a machine without a GPU).
+"""Save a fitted classifier and load it back, in the safe format and with joblib.
+
+``clf.save`` / ``skulmfit.load`` store tensors plus plain values and never run code from the
+file: use them for models you send or receive. ``joblib``/``pickle`` work too (scikit-learn's
+convention) but unpickling runs whatever code a file names: only for files you made yourself.
+Both load on a machine without a GPU.
 
     python examples/persistence.py [--csv my.csv]
 """
@@ -9,6 +14,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 
+import skulmfit
 from data import add_data_arguments, load
 from skulmfit import ULMFiTClassifier
 
@@ -20,9 +26,12 @@ X_train, y_train, X_test, y_test = load(args)
 
 clf = ULMFiTClassifier(random_state=0).fit(X_train, y_train)
 with tempfile.TemporaryDirectory() as folder:
-    path = Path(folder) / "ulmfit.joblib"
-    joblib.dump(clf, path)
-    print(f"saved {path.stat().st_size / 1e6:.1f} MB")
-    loaded = joblib.load(path)  # tensors are restored on the CPU; predict uses a GPU if device allows
-assert np.allclose(clf.predict_proba(X_test[:50]), loaded.predict_proba(X_test[:50]))
-print(f"loaded model accuracy {loaded.score(X_test, y_test):.3f}, identical probabilities")
+    safe, pickled = Path(folder) / "ulmfit.skulmfit", Path(folder) / "ulmfit.joblib"
+    clf.save(safe)
+    joblib.dump(clf, pickled)
+    print(f"saved {safe.stat().st_size / 1e6:.1f} MB (safe format), {pickled.stat().st_size / 1e6:.1f} MB (joblib)")
+    from_safe, from_pickle = skulmfit.load(safe), joblib.load(pickled)
+expected = clf.predict_proba(X_test)
+assert np.array_equal(from_safe.predict_proba(X_test), expected)
+assert np.allclose(from_pickle.predict_proba(X_test), expected)
+print(f"loaded model accuracy {from_safe.score(X_test, y_test):.3f}, identical probabilities")
