@@ -102,21 +102,25 @@ def tokenize_corpus(files: list[Path], cache: Path, token_ids: dict[str, int], n
     return outputs, counts
 
 
-def prepare_corpus(corpus: Path, cache: Path, vocab_size: int, min_freq: int, n_jobs: int, subword: bool = False):
+def prepare_corpus(corpus: Path, cache: Path, vocab_size: int, min_freq: int, n_jobs: int, subword: bool = False,
+                   given: tuple[Tokenizer, Vocab] | None = None):
     """Token-id streams for training and validation, the vocabulary and the tokenizer, from the cache
     when there.
 
     The vocabulary (and a subword model's pieces) come from the training files only. A word-level
     vocabulary keeps the ``vocab_size`` most frequent words counted at least ``min_freq`` times; a
     subword vocabulary has ``vocab_size`` entries (special tokens and padding included), learnt from
-    the counts of the words seen at least twice.
+    the counts of the words seen at least twice. ``given`` (a model's tokenizer and vocabulary, to
+    continue training it) replaces all of that.
     """
     cache.mkdir(parents=True, exist_ok=True)
     paths = {name: cache / f"{name}.ids.npy" for name in ("train", "valid")}
     vocab_path, tokenizer_path = cache / "vocab.json", cache / "tokenizer.json"
     settings_path = cache / "vocab_settings.json"
+    if given is not None:
+        subword, vocab_size, min_freq = given[0].subword, len(given[1]), 0
     settings = {"vocab_size": vocab_size, "min_freq": min_freq, "tokenizer": "subword" if subword else "word"}
-    if settings_path.exists():
+    if settings_path.exists() and given is None:  # with given, train() compares the vocabularies themselves
         saved = json.loads(settings_path.read_text())
         if {"tokenizer": "word", **saved} != settings:  # caches from before subwords are word-level
             raise SystemExit(f"{cache} holds a corpus cache built with {saved}, not {settings}; "
@@ -127,7 +131,9 @@ def prepare_corpus(corpus: Path, cache: Path, vocab_size: int, min_freq: int, n_
         raw_train, train_counts = tokenize_corpus(train_files, cache, token_ids, n_jobs)
         words = list(token_ids)  # dicts keep insertion order: position = provisional id
         word_counts = {words[i]: c for i, c in train_counts.items()}
-        if subword:
+        if given is not None:
+            tokenizer, vocab = given
+        elif subword:
             started = time.perf_counter()
             n_pieces = vocab_size // 8 * 8 - len(SPECIAL_TOKENS)  # so that padding to 8 stays within vocab_size
             segmenter = learn_unigram({w: c for w, c in word_counts.items() if c >= 2}, n_pieces, threads=n_jobs)
@@ -145,7 +151,7 @@ def prepare_corpus(corpus: Path, cache: Path, vocab_size: int, min_freq: int, n_
                 p.unlink()
         vocab_path.write_text(json.dumps(vocab.to_list()))
         tokenizer_path.write_text(json.dumps(tokenizer.to_dict()))
-    settings_path.write_text(json.dumps(settings))
+        settings_path.write_text(json.dumps(settings))
     vocab = Vocab(json.loads(vocab_path.read_text()))
     tokenizer = Tokenizer.from_dict(json.loads(tokenizer_path.read_text()) if tokenizer_path.exists() else None)
     return np.load(paths["train"], mmap_mode="r"), np.load(paths["valid"]), vocab, tokenizer
@@ -234,8 +240,12 @@ def train(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cache, out = Path(args.cache), Path(args.out)
+    init = load_weights(args.init) if args.init else None
+    # A run from committed weights keeps their tokenizer and vocabulary, on any corpus.
+    given = None if init is None else (init.tokenizer, Vocab(init.itos))
     train_ids, valid_ids, vocab, tokenizer = prepare_corpus(Path(args.corpus), cache, args.vocab_size, args.min_freq,
-                                                            args.jobs, subword=args.tokenizer == "subword")
+                                                            args.jobs, subword=args.tokenizer == "subword",
+                                                            given=given)
     if args.backwards:
         train_ids, valid_ids = train_ids[::-1], valid_ids[::-1].copy()
     valid_ids = valid_ids[:VALID_TOKENS]
@@ -252,8 +262,7 @@ def train(args: argparse.Namespace) -> None:
         optimizer.load_state_dict(saved["optimizer"])
         progress = saved["progress"]
         print(f"resuming from {checkpointer.state_path}: {progress['tokens_seen']:,} tokens seen", flush=True)
-    elif args.init:
-        init = load_weights(args.init)
+    elif init is not None:
         if init.itos != vocab.to_list() or init.tokenizer != tokenizer or init.config.sizes() != config.sizes():
             raise SystemExit(f"--init {args.init} does not match this corpus cache's tokenizer, vocabulary and sizes")
         model.load_state_dict(init.state_dict)
@@ -326,7 +335,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", default="wiki-en-small")
     parser.add_argument("--cache", required=True, help="folder for the token cache and resumable checkpoints")
     parser.add_argument("--backwards", action="store_true", help="train a backward (right-to-left) model")
-    parser.add_argument("--init", help="skulmfit weight file to start from when the cache holds no checkpoint")
+    parser.add_argument("--init", help="skulmfit weight file to start from when the cache holds no checkpoint; "
+                                       "a new corpus cache takes its tokenizer and vocabulary")
     parser.add_argument("--tokenizer", choices=("word", "subword"), default="word",
                         help="whole words (out-of-vocabulary words become xxunk) or unigram subword pieces")
     parser.add_argument("--vocab-size", type=int, default=8000)

@@ -121,6 +121,16 @@ def test_train_checkpoint_resume_and_init(corpus, tmp_path, capsys):
     # The output folder is usable as ``pretrained=`` for its direction.
     assert resolve(out).card["tokens_seen"] == continued["tokens_seen"]
 
+    # Another machine, another corpus: a new cache takes the weights' tokenizer and vocabulary.
+    other = tmp_path / "other-corpus"
+    other.mkdir()
+    (other / "train.txt").write_text("\n".join(["A zebra sat on the mat."] * 200))
+    (other / "valid.txt").write_text("The zebra ran.\n")
+    main([str(other), str(tmp_path / "out2"), "--cache", str(tmp_path / "cache2"), "--name", "toy",
+          "--max-tokens", "2400", "--init", str(out / "toy.fwd.pt"), *TINY])
+    moved = load_weights(tmp_path / "out2" / "toy.fwd.pt")
+    assert moved.itos == first.itos and "zebra" not in moved.itos
+
 
 def test_backwards_model(corpus, tmp_path):
     out = tmp_path / "out"
