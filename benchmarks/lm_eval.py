@@ -117,6 +117,10 @@ def main():
         entry = results["models"][weights.name] = {name: evaluate(weights, t) for name, t in texts.items()}
         if task_texts:
             entry["unknown_rate_train_texts"] = unknown_rates(weights, task_texts)
+        card = load_weights(weights).card
+        entry["tokens_seen"] = card.get("tokens_seen")
+        entry["training"] = {k: card.get("training", {}).get(k) for k in ("corpus", "tokenizer", "vocab_size",
+                                                                          "sampled_softmax", "planned_tokens")}
         print(weights.name, json.dumps(entry), flush=True)
         card_path = weights.with_suffix(".json")
         if args.update_cards and card_path.exists():
