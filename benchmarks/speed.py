@@ -61,6 +61,7 @@ from skulmfit.estimator import _use_bf16  # the library's own bf16 choice, so bo
 from skulmfit.model import PAD_ID, AWDLSTMConfig, LanguageModel, TextClassifier
 from skulmfit.vocab import Vocab
 from skulmfit.pretrain import machine_description
+from skulmfit.pretrained import load_weights
 from skulmfit.tokenizer import tokenize_many
 from skulmfit.training import (ADAM_BETAS, ADAM_EPS, AR_ALPHA, CLASSIFIER_CLIP, LM_CLIP, TAR_BETA, autocast,
                                lm_train_step, make_optimizer, predict_logits)
@@ -326,16 +327,25 @@ def bench_tokenizer(args) -> dict:
         seconds, counts["skulmfit"] = measure(texts, 1)  # caches emptied: a fresh process's speed
         return seconds[0]
 
+    subword = load_weights(args.subword_weights).tokenizer if args.subword_weights else None
+
+    def ours_subword() -> float:
+        seconds, counts["skulmfit subword"] = measure(texts, 1, subword)
+        return seconds[0]
+
     def theirs() -> float:  # spaCy keeps its lexeme cache between blocks: if anything, this favours fastai
         start = time.perf_counter()
         counts["fastai"] = sum(map(len, fastai_tokenize(texts)))
         return time.perf_counter() - start
     measure(texts[:100], 1)  # warm-up
     list(fastai_tokenize(texts[:100]))
-    times = alternate({"skulmfit": ours, "fastai": theirs}, args.repeats)
+    variants = {"skulmfit": ours, "fastai": theirs, **({"skulmfit subword": ours_subword} if subword else {})}
+    times = alternate(variants, args.repeats)
     result = {name: dict(summary(times[name], counts[name], "tokens_per_s"), tokens=counts[name],
                          texts_per_s=len(texts) / statistics.median(times[name])) for name in times}
     result["ratio"] = result["skulmfit"]["texts_per_s"] / result["fastai"]["texts_per_s"]  # same texts
+    if subword:
+        result["ratio subword"] = result["skulmfit subword"]["texts_per_s"] / result["fastai"]["texts_per_s"]
     result["texts"] = len(texts)
     return result
 
@@ -434,6 +444,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--texts", type=int, default=2000, help="texts for the tokenizer comparison")
+    parser.add_argument("--subword-weights", help="a subword model's weight file: its tokenizer is timed too")
     parser.add_argument("--batch-size", type=int, default=64, help="language-model rows")
     parser.add_argument("--bptt", type=int, default=70)
     parser.add_argument("--clf-batch", type=int, default=32, help="documents per classifier batch")

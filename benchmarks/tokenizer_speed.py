@@ -48,15 +48,19 @@ def read_texts(path: Path, n_docs: int) -> list[str]:
     return texts
 
 
-def measure(texts: list[str], repeats: int) -> tuple[list[float], int]:
-    """Seconds taken by each repeat, and the number of tokens produced."""
+def measure(texts: list[str], repeats: int, model_tokenizer=None) -> tuple[list[float], int]:
+    """Seconds taken by each repeat, and the number of tokens produced, by fastai's rules alone or by
+    a model's :class:`skulmfit.text.Tokenizer` (the rules, then subword pieces)."""
+    tokenize_many = tokenizer.tokenize_many if model_tokenizer is None else model_tokenizer.tokenize_many
     seconds = []
     for _ in range(repeats):
         # Caches left by the previous repeat would make every later one a re-run.
         tokenizer._chunk_cache.clear()
         tokenizer._case_cache.clear()
+        if model_tokenizer is not None and model_tokenizer.segmenter is not None:
+            model_tokenizer.segmenter._cache.clear()
         start = time.perf_counter()
-        docs = tokenizer.tokenize_many(texts, n_jobs=1)
+        docs = tokenize_many(texts, n_jobs=1)
         seconds.append(time.perf_counter() - start)
     return seconds, sum(map(len, docs))
 
