@@ -17,7 +17,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from . import __version__
 from .model import AWDLSTMConfig, LanguageModel, TextClassifier
@@ -213,7 +213,7 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------------- fit
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, unlabeled=None):
+    def fit(self, X, y, unlabeled=None, sample_weight=None):
         """Fine-tune the language model on ``X`` (and ``unlabeled``), then train the classifier.
 
         Parameters
@@ -223,6 +223,11 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
             Labels of any type scikit-learn accepts (str, int, bool).
         unlabeled : sequence of str, optional
             Extra texts used only for language-model fine-tuning (semi-supervised ULMFiT).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight of each text's label in the classifier's loss, multiplied with
+            ``class_weight``. Each batch's loss is the weighted mean, so a weight of 2 counts as the
+            text twice and 0 leaves its label out; every text still feeds language-model
+            fine-tuning.
 
         Returns
         -------
@@ -231,6 +236,7 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         texts = _check_texts(X)
         extra = [] if unlabeled is None else _check_texts(unlabeled, "unlabeled")
         classes, y_encoded = self._check_targets(y, len(texts))
+        sample_weight = _check_weights(sample_weight, texts)
         if self.n_iter_no_change is not None and self.validation_fraction is None:
             raise ValueError("n_iter_no_change needs validation_fraction: early stopping watches a held-out split")
         device = _resolve_device(self.device)
@@ -269,7 +275,9 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
                     history = train_classifier(
                         model, [docs[i] for i in train_idx], y_encoded[train_idx], epochs=epochs, lr=self.lr,
                         batch_size=self.batch_size, device=device, rng=np.random.default_rng(seed + 1),
-                        reverse=backwards, class_weight=class_weight, gradual_unfreezing=self.gradual_unfreezing,
+                        reverse=backwards, class_weight=class_weight,
+                        sample_weight=None if sample_weight is None else sample_weight[train_idx],
+                        gradual_unfreezing=self.gradual_unfreezing,
                         discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
                         validation=None if valid_idx is None else ([docs[i] for i in valid_idx], y_encoded[valid_idx]),
                         n_iter_no_change=self.n_iter_no_change, progress=progress)
@@ -434,6 +442,13 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+def _check_weights(sample_weight, texts: list[str]) -> np.ndarray | None:
+    """``sample_weight`` validated as scikit-learn does: its length, finite, >= 0, one positive."""
+    if sample_weight is None:
+        return None
+    return _check_sample_weight(sample_weight, texts, dtype=np.float64, ensure_non_negative=True)
+
 
 @contextlib.contextmanager
 def _explain_non_finite_loss(estimator: ULMFiTClassifier, bf16: bool):

@@ -168,7 +168,8 @@ def evaluate_language_model(model: LanguageModel, stream: np.ndarray, *, batch_s
 def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.ndarray, *, epochs: int, lr: float,
                      batch_size: int = 64, device: torch.device | str = "cpu",
                      rng: np.random.Generator | None = None, reverse: bool = False,
-                     class_weight: np.ndarray | None = None, gradual_unfreezing: bool = True,
+                     class_weight: np.ndarray | None = None, sample_weight: np.ndarray | None = None,
+                     gradual_unfreezing: bool = True,
                      discriminative: bool = True, stlr: bool = True, cut_frac: float = 0.1, ratio: float = 32.0,
                      weight_decay: float = 0.01, bf16: bool = False,
                      validation: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
@@ -191,7 +192,8 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
     stages = unfreezing_stages(n_groups, epochs) if gradual_unfreezing else [(n_groups, n_groups - 1 + epochs)]
     lrs = discriminative_lrs(lr, n_groups) if discriminative else [lr] * n_groups
     optimizer = make_optimizer(groups, lrs, weight_decay)
-    weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
+    class_weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
+    sample_weight = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
     targets = torch.as_tensor(np.asarray(y), dtype=torch.long)
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     model.to(device)
@@ -217,7 +219,8 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
                     set_stlr(optimizer, step, total_steps, cut_frac, ratio)
                 with autocast(device, bf16):
                     logits = model(ids.to(device), doc_lengths.to(device))
-                loss = F.cross_entropy(logits.float(), targets[indices].to(device), weight=weight)
+                loss = weighted_cross_entropy(logits.float(), targets[indices].to(device), class_weight,
+                                              None if sample_weight is None else sample_weight[indices].to(device))
                 losses.append(loss.item())
                 _check_finite(losses[-1], f"classifier loss ({label}, step {len(losses)})")
                 optimizer.zero_grad(set_to_none=True)
@@ -245,6 +248,23 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
         model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor | None = None,
+                           sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy averaged with each sample weighted by ``class_weight[target] * sample_weight``.
+
+    The weighted mean (PyTorch's convention for class weights): a sample of weight 2 counts exactly
+    as the same sample twice in the batch, and a weight of 0 leaves its label out. A batch whose
+    weights are all 0 gives a loss of 0, not NaN.
+    """
+    if class_weight is None and sample_weight is None:
+        return F.cross_entropy(logits, target)
+    weight = torch.ones_like(target, dtype=logits.dtype) if class_weight is None else class_weight[target]
+    if sample_weight is not None:
+        weight = weight * sample_weight
+    losses = F.cross_entropy(logits, target, reduction="none")
+    return (weight * losses).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
 
 
 def inference_batches(lengths: np.ndarray, max_tokens: int, max_len: int, max_rows: int = 1024,

@@ -679,3 +679,36 @@ def test_fit_records_the_precision_it_used(binary_task):
     assert clf.precision_ == "fp32"
     clf = ULMFiTClassifier(pretrained=None, **{**TINY, "precision": "bf16"}).fit(texts, y)
     assert clf.precision_ == "bf16"
+
+
+# ----------------------------------------------------------------------------- sample weights
+
+@pytest.mark.parametrize("sample_weight, match", [
+    ([1.0] * 5, "sample_weight.shape"), ([-1.0] + [1.0] * 31, "Negative values"),
+    ([float("nan")] + [1.0] * 31, "NaN"), ([0.0] * 32, "at least one non-zero")])
+def test_bad_sample_weights_are_refused(no_training, tiny_weights, binary_task, sample_weight, match):
+    with pytest.raises(ValueError, match=match):
+        make(tiny_weights).fit(*binary_task, sample_weight=sample_weight)
+
+
+def test_zero_sample_weight_ignores_a_label(tiny_weights, binary_task):
+    texts, y = binary_task
+    weights = np.ones(len(y))
+    weights[:4] = 0.0
+    flipped = ["neg" if label == "pos" else "pos" for label in y[:4]] + list(y[4:])
+    a = make(tiny_weights).fit(texts, y, sample_weight=weights)
+    b = make(tiny_weights).fit(texts, flipped, sample_weight=weights)
+    np.testing.assert_array_equal(a.predict_proba(texts), b.predict_proba(texts))
+    c = make(tiny_weights).fit(texts, flipped)
+    assert not np.array_equal(a.predict_proba(texts), c.predict_proba(texts))
+
+
+def test_sample_weight_passes_through_pipeline_and_grid_search(tiny_weights, binary_task):
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    texts, y = binary_task
+    weights = np.linspace(0.5, 2.0, len(y))
+    pipe = make_pipeline(FunctionTransformer(lowercase), make(tiny_weights))
+    pipe.fit(texts, y, ulmfitclassifier__sample_weight=weights)
+    search = GridSearchCV(make(tiny_weights), {"lr": [0.01, 0.05]}, cv=2).fit(texts, y, sample_weight=weights)
+    assert search.best_params_["lr"] in (0.01, 0.05)

@@ -334,3 +334,33 @@ def test_end_to_end_toy_task_learned_from_scratch():
     assert history[-1]["loss"] < history[0]["loss"]
     accuracy = np.mean(predict_logits(model, test_docs).argmax(1) == test_y)
     assert accuracy > 0.95, accuracy
+
+
+# ----------------------------------------------------------------------------- weighted loss
+
+def test_a_weight_of_two_counts_as_the_sample_twice():
+    from skulmfit.training import weighted_cross_entropy
+    torch.manual_seed(0)
+    logits, target = torch.randn(3, 4), torch.tensor([1, 0, 3])
+    weighted = weighted_cross_entropy(logits, target, sample_weight=torch.tensor([2.0, 1.0, 1.0]))
+    duplicated = torch.nn.functional.cross_entropy(torch.cat([logits[:1], logits]), torch.cat([target[:1], target]))
+    torch.testing.assert_close(weighted, duplicated)
+    # with class weights too: the product of both
+    class_weight = torch.tensor([1.0, 3.0, 1.0, 0.5])
+    both = weighted_cross_entropy(logits, target, class_weight, torch.tensor([2.0, 1.0, 1.0]))
+    expected = torch.nn.functional.cross_entropy(torch.cat([logits[:1], logits]), torch.cat([target[:1], target]),
+                                                 weight=class_weight)
+    torch.testing.assert_close(both, expected)
+
+
+def test_zero_weights_leave_labels_out_and_an_all_zero_batch_gives_zero():
+    from skulmfit.training import weighted_cross_entropy
+    torch.manual_seed(0)
+    logits = torch.randn(3, 2, requires_grad=True)
+    loss = weighted_cross_entropy(logits, torch.tensor([0, 1, 1]), sample_weight=torch.tensor([1.0, 0.0, 1.0]))
+    flipped = weighted_cross_entropy(logits, torch.tensor([0, 0, 1]), sample_weight=torch.tensor([1.0, 0.0, 1.0]))
+    assert loss.item() == flipped.item()
+    loss.backward()
+    assert (logits.grad[1] == 0).all()
+    nothing = weighted_cross_entropy(logits, torch.tensor([0, 1, 1]), sample_weight=torch.zeros(3))
+    assert nothing.item() == 0.0
