@@ -1,7 +1,7 @@
 """The language-model arms table: intrinsic figures (lm_eval.py) beside downstream validation accuracy
 (tune_defaults.py), one row per arm, written as markdown.
 
-    python benchmarks/lm_arms_table.py --eval results/lm_arms_eval.json --runs results/lm_arms.jsonl \\
+    python benchmarks/lm_arms_table.py --eval results/lm_arms_eval_*.json --runs results/lm_arms.jsonl \\
         --arms a-word8k=arm-a-word8k.fwd.pt b-sub8k=arm-b-sub8k.fwd.pt --out results/lm_arms.md
 """
 from __future__ import annotations
@@ -17,12 +17,12 @@ DATASETS = ("sst2", "trec", "imdb")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--eval", type=Path, required=True, help="lm_eval.py --out file")
+    parser.add_argument("--eval", type=Path, nargs="+", required=True, help="lm_eval.py --out files")
     parser.add_argument("--runs", type=Path, required=True, help="tune_defaults.py --out file (runs tagged by arm)")
     parser.add_argument("--arms", nargs="+", required=True, metavar="TAG=WEIGHTS_FILE_NAME")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    evaluation = json.loads(args.eval.read_text())["models"]
+    evaluation = {name: entry for path in args.eval for name, entry in json.loads(path.read_text())["models"].items()}
     accuracy = defaultdict(list)
     for line in args.runs.read_text().splitlines():
         run = json.loads(line)
