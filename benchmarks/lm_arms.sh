@@ -7,7 +7,7 @@
 # Results: benchmarks/results/lm_arms_eval_TAG.json and lines tagged TAG in benchmarks/results/lm_arms.jsonl;
 # benchmarks/lm_arms_table.py turns them into the table.
 set -euo pipefail
-tag=${1:?tag} weights=${2:?weights file} data=${3:?data folder}
+tag=${1:?tag} weights=$(realpath "${2:?weights file}") data=$(realpath "${3:?data folder}")
 cd "$(dirname "$0")"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 python lm_eval.py "$weights" --valid "$data/lm-corpus/wikipedia-en/valid.txt.gz" \

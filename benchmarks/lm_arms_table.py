@@ -27,7 +27,7 @@ def main() -> None:
     for line in args.runs.read_text().splitlines():
         run = json.loads(line)
         accuracy[(run["tag"], run["dataset"])].append(run["valid_accuracy"])
-    lines = ["| arm | tokens seen | Wikipedia bits/char | word ppl (Wiki / WT-2) | unknown rate TREC / SST-2 / IMDb | "
+    lines = ["| arm | tokens seen | Wikipedia bits/char (open vocabulary) | word ppl (Wiki / WT-2) | unknown rate TREC / SST-2 / IMDb | "
              + " | ".join(f"{d} valid acc (500 labels)" for d in DATASETS) + " |",
              "|---" * (5 + len(DATASETS)) + "|"]
     for arm in args.arms:
@@ -35,7 +35,7 @@ def main() -> None:
         e = evaluation[file]
         unknown = e.get("unknown_rate_train_texts", {})
         cells = [tag, f"{e.get('tokens_seen', 0) / 1e6:.1f}M",
-                 f"{e['wikipedia_valid']['bits_per_char']:.3f}",
+                 f"{e['wikipedia_valid']['bits_per_char']:.3f} ({e['wikipedia_valid']['open_bits_per_char']:.3f})",
                  f"{e['wikipedia_valid']['word_perplexity']:.1f} / {e['wikitext2_test']['word_perplexity']:.1f}",
                  " / ".join(f"{100 * unknown.get(d, float('nan')):.1f}%" for d in ("trec", "sst2", "imdb"))]
         for dataset in DATASETS:
