@@ -118,6 +118,16 @@ def spelling_bits(unknown: list[str], words: list[str]) -> float:
                for a, b, c in zip(["^", "^", *word], ["^", *word], [*word, "$"]))
 
 
+def load_seconds(weights: Path, repeats: int = 3) -> float:
+    """Median time to load the weight file with its tokenizer and build the model, as ``fit`` does."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        load_weights(weights).build()
+        times.append(time.perf_counter() - start)
+    return round(sorted(times)[len(times) // 2], 3)
+
+
 def unknown_rates(weights: Path, text_sets: dict[str, list[str]]) -> dict[str, float]:
     """Share of each text set's tokens that the model's vocabulary does not know (``xxunk``)."""
     lm = load_weights(weights)
@@ -153,6 +163,7 @@ def main():
         if task_texts:
             entry["unknown_rate_train_texts"] = unknown_rates(weights, task_texts)
         card = load_weights(weights).card
+        entry["load_seconds"] = load_seconds(weights)
         entry["tokens_seen"] = card.get("tokens_seen")
         entry["training"] = {k: card.get("training", {}).get(k) for k in ("corpus", "tokenizer", "vocab_size",
                                                                           "sampled_softmax", "planned_tokens")}
