@@ -125,7 +125,11 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         parameters changed (as a grid search does) skips language-model fine-tuning. With
         ``random_state=None`` a cached language model is reused as is, as a Pipeline's memory does.
     random_state : int, RandomState or None, default=None
-        Seeds every random choice; the same value gives identical results on CPU.
+        Seeds every random choice; the same value gives identical results on the same device with
+        the same number of torch threads (``torch.get_num_threads()``). Another thread count changes
+        the order of floating-point sums, so results differ in the last digits and, through
+        training, a little more: a run in a Dask or joblib worker (one thread per task) equals a
+        local run after ``torch.set_num_threads(1)``.
     verbose : int, default=0
         1 shows a progress bar for every stage.
 

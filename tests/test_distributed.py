@@ -1,0 +1,64 @@
+"""skulmfit on a real local Dask cluster (two worker processes on the loopback interface)."""
+import joblib
+import numpy as np
+import pytest
+import torch
+
+distributed = pytest.importorskip("distributed", reason="the Dask tests need dask[distributed]")
+dd = pytest.importorskip("dask.dataframe", reason="the Dask tests need dask[dataframe]")
+
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+
+from skulmfit import ULMFiTClassifier  # noqa: E402
+from skulmfit.distributed import predict_partitions  # noqa: E402
+
+TINY = dict(lm_epochs=1, epochs=1, batch_size=8, bptt=10, max_len=50, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None, silence_logs=50)
+    with cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_weights, three_class_task):
+    return ULMFiTClassifier(pretrained=str(tiny_weights), **TINY).fit(*three_class_task)
+
+
+def test_workers_compute_with_one_torch_thread(client):
+    threads = client.run(lambda: __import__("torch").get_num_threads())
+    assert set(threads.values()) == {1}
+
+
+def test_grid_search_on_the_cluster_equals_a_local_run_with_one_thread(client, tiny_weights, binary_task):
+    texts, y = binary_task
+    grid = {"lr": [0.01, 0.05], "drop_mult": [0.3, 0.6]}
+    assert torch.get_num_threads() == 1  # the tests' own setting (conftest): the same as the workers'
+    local = GridSearchCV(ULMFiTClassifier(pretrained=str(tiny_weights), **TINY), grid, cv=2).fit(texts, y)
+    with joblib.parallel_backend("dask", scatter=[texts, y]):
+        remote = GridSearchCV(ULMFiTClassifier(pretrained=str(tiny_weights), **TINY), grid, cv=2, n_jobs=-1)
+        remote.fit(texts, y)
+    np.testing.assert_array_equal(remote.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"])
+    np.testing.assert_array_equal(remote.predict_proba(texts), local.predict_proba(texts))
+
+
+def test_batch_prediction_keeps_order_and_sends_the_model_once(client, fitted, three_class_task, tmp_path):
+    import pandas as pd
+    texts = three_class_task[0] * 5
+    series = dd.from_pandas(pd.Series(texts, name="text"), npartitions=6)
+    labels = predict_partitions(fitted, series, client=client).compute()
+    assert labels.tolist() == fitted.predict(texts).tolist() and labels.index.tolist() == list(range(len(texts)))
+    proba = predict_partitions(fitted, series, proba=True, client=client)
+    proba.to_csv(str(tmp_path / "part-*.csv"))
+    written = pd.concat(pd.read_csv(p, index_col=0) for p in sorted(tmp_path.glob("part-*.csv")))
+    np.testing.assert_allclose(written.to_numpy(), fitted.predict_proba(texts), atol=1e-6)
+    import dask.bag
+    bag = dask.bag.from_sequence(texts, npartitions=4)
+    assert predict_partitions(fitted, bag, client=client).compute() == fitted.predict(texts).tolist()
+    # The model travelled as one scattered object per worker, not inside every task.
+    held = client.has_what()
+    assert len(held) == 2 and all(any(k.startswith("ULMFiTClassifier") for k in map(str, keys))
+                                  for keys in held.values())
