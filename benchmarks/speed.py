@@ -445,6 +445,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--texts", type=int, default=2000, help="texts for the tokenizer comparison")
     parser.add_argument("--subword-weights", help="a subword model's weight file: its tokenizer is timed too")
+    parser.add_argument("--tokenizer-only", action="store_true", help="time the tokenizers (needs --data), nothing else")
     parser.add_argument("--batch-size", type=int, default=64, help="language-model rows")
     parser.add_argument("--bptt", type=int, default=70)
     parser.add_argument("--clf-batch", type=int, default=32, help="documents per classifier batch")
@@ -482,6 +483,13 @@ def main() -> None:
     if args.data and not args.cases:  # --cases re-times some model cases only
         results["tokenizer"] = bench_tokenizer(args)
         print(f"tokenizer: skulmfit/fastai {results['tokenizer']['ratio']:.2f}", flush=True)
+    if args.tokenizer_only:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({k: results[k] for k in ("machine", "versions", "settings",
+                                                                         "load_average_1min_at_start", "tokenizer")},
+                                             indent=2) + "\n")
+        print(json.dumps(results["tokenizer"], indent=2))
+        return
     cases = [case for case in args.cases or CASES if args.data or not case.startswith("text")]  # text needs --data
     results["ceiling_gflops_per_s"] = bench_ceiling(configs, precisions, device)
     for config in configs:
