@@ -60,7 +60,186 @@ def _check_texts(X, name: str = "X") -> list[str]:
     return texts
 
 
-class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
+class _ULMFiTEstimator(BaseEstimator):
+    """What the ULMFiT estimators share: parameters and their validation, language-model fine-tuning,
+    training a pooling head with gradual unfreezing and BPT3C, prediction in chunks, persistence.
+
+    A subclass says what its targets are (``_check_targets``), how its head is trained (``_loss``)
+    and what its outputs mean (``predict``).
+    """
+
+    _parameter_constraints: dict = {
+        "pretrained": [str, HasMethods("__fspath__"), None],
+        "lm_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "epochs": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "lm_lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
+        "bptt": [Interval(numbers.Integral, 5, None, closed="left")],
+        "max_len": [Interval(numbers.Integral, 1, None, closed="left")],
+        # The classifier's DropConnect rate is 0.5 * drop_mult: at 2 it would drop every weight.
+        "drop_mult": [Interval(numbers.Real, 0, 2, closed="left")],
+        "bidirectional": ["boolean"],
+        "device": [str, torch.device],
+        "precision": [StrOptions({"auto", "fp32", "bf16"})],
+        "max_vocab": [Interval(numbers.Integral, 16, None, closed="left")],
+        "min_freq": [Interval(numbers.Integral, 1, None, closed="left")],
+        "gradual_unfreezing": ["boolean"],
+        "discriminative_lr": ["boolean"],
+        "slanted_triangular": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "memory": [None, str, HasMethods("cache")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    _loss = "cross_entropy"
+
+    def _fit(self, X, y, unlabeled, sample_weight):
+        texts = _check_texts(X)
+        extra = [] if unlabeled is None else _check_texts(unlabeled, "unlabeled")
+        targets, stratify, target_attributes = self._check_targets(y, len(texts))
+        n_outputs = len(target_attributes["classes_"]) if "classes_" in target_attributes else targets.shape[1]
+        sample_weight = _check_weights(sample_weight, texts)
+        if self.n_iter_no_change is not None and self.validation_fraction is None:
+            raise ValueError("n_iter_no_change needs validation_fraction: early stopping watches a held-out split")
+        device = _resolve_device(self.device)
+        bf16 = _use_bf16(self.precision, device)
+        class_weight = self._class_weights(target_attributes, targets)
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        progress = ProgressBar() if self.verbose else SilentProgress()
+        train_idx, valid_idx = _split(len(texts), stratify, self.validation_fraction, seed)
+
+        epochs = self._final_epochs(len(train_idx))
+        directions = (False, True) if self.bidirectional else (False,)
+        lm_sources = [resolve(self.pretrained, backwards=backwards) for backwards in directions]
+        tokenizer = _shared_tokenizer(lm_sources, self.pretrained)
+        tokens = tokenizer.tokenize_many(texts + extra)
+        n_threads = torch.get_num_threads()
+        vocabs, models, histories = [], [], []
+        with _explain_non_finite_loss(self, bf16):
+            for backwards, lm_source in zip(directions, lm_sources):
+                # With random_state=None the seed stays out of the cache key (as in a Pipeline's memory):
+                # otherwise every fit would draw a new seed and never reuse a cached language model.
+                encoder = _cached(self.memory, fine_tune_encoder, ignore_seed=self.random_state is None)(
+                    tokens, lm_source, _fingerprint(self.pretrained), backwards,
+                    dict(lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
+                         drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
+                         discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
+                         bf16=bf16),
+                    seed, str(device), self.verbose)
+                vocab = Vocab(encoder["itos"])
+                docs = vocab.numericalize_many(tokens[: len(texts)])
+                config = AWDLSTMConfig(**encoder["sizes"]).for_classifier().scaled(self.drop_mult)
+                with torch.random.fork_rng(devices=_cuda_devices(device)):
+                    torch.manual_seed(seed + 1)  # before the head's random initialisation
+                    model = TextClassifier(config, n_outputs, bptt=self.bptt, max_len=self.max_len)
+                    model[0].load_state_dict(encoder["encoder_state"])
+                    history = train_classifier(
+                        model, [docs[i] for i in train_idx], targets[train_idx], epochs=epochs, lr=self.lr,
+                        batch_size=self.batch_size, device=device, rng=np.random.default_rng(seed + 1),
+                        reverse=backwards, class_weight=class_weight,
+                        sample_weight=None if sample_weight is None else sample_weight[train_idx],
+                        gradual_unfreezing=self.gradual_unfreezing,
+                        discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
+                        validation=None if valid_idx is None else ([docs[i] for i in valid_idx], targets[valid_idx]),
+                        n_iter_no_change=self.n_iter_no_change, loss=self._loss, progress=progress)
+                vocabs.append(vocab)
+                models.append(model)
+                histories.append(history)
+        # Fitted attributes are set together at the end: a fit that fails leaves the estimator as it was.
+        fitted = {**target_attributes, "tokenizer_": tokenizer, "vocab_": vocabs, "models_": models,
+                  "history_": histories, "n_threads_": n_threads, "epochs_": epochs,
+                  "precision_": "bf16" if bf16 else "fp32"}
+        for name, value in fitted.items():
+            setattr(self, name, value)
+        return self
+
+    def _final_epochs(self, n_train: int) -> int:
+        if self.epochs != "auto":
+            return self.epochs
+        updates_per_epoch = math.ceil(n_train / self.batch_size)
+        return int(np.clip(math.ceil(AUTO_EPOCHS_UPDATES / updates_per_epoch), *AUTO_EPOCHS_RANGE))
+
+    def _class_weights(self, target_attributes: dict, targets: np.ndarray) -> np.ndarray | None:
+        return None
+
+    def transform(self, X) -> np.ndarray:
+        """Concat-pooled document embeddings from the fine-tuned encoder(s).
+
+        Shape (n_samples, 3 * emb_size), or twice that with ``bidirectional=True`` (forward
+        features first), ready for any other scikit-learn model.
+        """
+        chunks = [np.concatenate(chunk, axis=1) for chunk in self._chunks(X, pooled=True)]
+        width = sum(3 * m.config.emb_size for m in self.models_)
+        return np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
+
+    def _chunks(self, X, pooled: bool):
+        """For each block of :data:`PREDICT_CHUNK` texts, one output array per direction."""
+        check_is_fitted(self)
+        texts = _check_texts(X)
+        device = _resolve_device(self.device, fitted=True)
+        bf16 = _use_bf16(self.precision, device)
+        run = pooled_features if pooled else predict_logits
+        _ready_for_prediction(self.models_, device)
+        for start in range(0, len(texts), PREDICT_CHUNK):
+            tokens = self.tokenizer_.tokenize_many(texts[start:start + PREDICT_CHUNK])
+            yield [run(model, vocab.numericalize_many(tokens), batch_size=self.batch_size, device=device,
+                       reverse=backwards, bf16=bf16)
+                   for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
+
+    # ------------------------------------------------------------------------- persistence
+
+    def save(self, path) -> None:
+        """Writes the fitted estimator to ``path`` in a format that cannot run code when loaded.
+
+        Load it with :func:`skulmfit.load`: tensors and plain values only, read with
+        ``torch.load(weights_only=True)``; predictions equal this estimator's bit for bit, on any
+        device. Prefer it to ``pickle``/``joblib`` for a model you send or receive; the parameter
+        ``memory`` is kept as its folder and a ``RandomState`` ``random_state`` as ``None``.
+        """
+        from .persistence import save
+        save(self, path)
+
+    # ------------------------------------------------------------------------- scikit-learn plumbing
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        return tags
+
+    def __getstate__(self):
+        """Torch modules travel as a ``torch.save`` blob of CPU tensors, so a model fitted on a GPU
+        loads on a machine without one."""
+        state = self.__dict__.copy()
+        if "models_" in state:
+            buffer = io.BytesIO()
+            torch.save([_model_spec(m) for m in state.pop("models_")], buffer)
+            state["_models_blob"] = buffer.getvalue()
+        state["_versions"] = {"skulmfit": __version__, "torch": torch.__version__}
+        return state
+
+    def __setstate__(self, state):
+        saved = state.pop("_versions", {})
+        current = {"skulmfit": __version__, "torch": torch.__version__}
+        for name, version in saved.items():
+            if version != current[name]:
+                warnings.warn(f"this model was saved with {name} {version} and is loaded with {name} "
+                              f"{current[name]}; predictions may differ", UserWarning, stacklevel=2)
+        blob = state.pop("_models_blob", None)
+        if "vocab_" in state:  # fitted before models carried their tokenizer: all were word-level
+            state.setdefault("tokenizer_", Tokenizer())
+        self.__dict__.update(state)
+        if blob is not None:
+            specs = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            self.models_ = [_model_from_spec(spec) for spec in specs]
+
+
+
+class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
     """Text classifier that fine-tunes a pretrained AWD-LSTM language model (ULMFiT).
 
     ``fit`` runs the recipe of Howard & Ruder (2018): the pretrained language model is
@@ -158,32 +337,8 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
     >>> clf.predict(["what a wonderful film"])  # doctest: +SKIP
     """
 
-    _parameter_constraints = {
-        "pretrained": [str, HasMethods("__fspath__"), None],
-        "lm_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
-        "epochs": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
-        "lm_lr": [Interval(numbers.Real, 0, None, closed="neither")],
-        "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
-        "bptt": [Interval(numbers.Integral, 5, None, closed="left")],
-        "max_len": [Interval(numbers.Integral, 1, None, closed="left")],
-        # The classifier's DropConnect rate is 0.5 * drop_mult: at 2 it would drop every weight.
-        "drop_mult": [Interval(numbers.Real, 0, 2, closed="left")],
-        "bidirectional": ["boolean"],
-        "device": [str, torch.device],
-        "precision": [StrOptions({"auto", "fp32", "bf16"})],
-        "max_vocab": [Interval(numbers.Integral, 16, None, closed="left")],
-        "min_freq": [Interval(numbers.Integral, 1, None, closed="left")],
-        "gradual_unfreezing": ["boolean"],
-        "discriminative_lr": ["boolean"],
-        "slanted_triangular": ["boolean"],
-        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
-        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"), None],
-        "class_weight": [dict, StrOptions({"balanced"}), None],
-        "memory": [None, str, HasMethods("cache")],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-    }
+    _parameter_constraints: dict = {**_ULMFiTEstimator._parameter_constraints,
+                                    "class_weight": [dict, StrOptions({"balanced"}), None]}
 
     def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs="auto", lr=5e-2, lm_lr=4e-3, batch_size=32,
                  bptt=70, max_len=1400, drop_mult=0.5, bidirectional=False, device="auto", precision="auto",
@@ -214,8 +369,6 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    # ------------------------------------------------------------------------- fit
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, unlabeled=None, sample_weight=None):
         """Fine-tune the language model on ``X`` (and ``unlabeled``), then train the classifier.
@@ -237,72 +390,10 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        texts = _check_texts(X)
-        extra = [] if unlabeled is None else _check_texts(unlabeled, "unlabeled")
-        classes, y_encoded = self._check_targets(y, len(texts))
-        sample_weight = _check_weights(sample_weight, texts)
-        if self.n_iter_no_change is not None and self.validation_fraction is None:
-            raise ValueError("n_iter_no_change needs validation_fraction: early stopping watches a held-out split")
-        device = _resolve_device(self.device)
-        bf16 = _use_bf16(self.precision, device)
-        class_weight = self._class_weights(classes, y_encoded)
-        rng = check_random_state(self.random_state)
-        seed = int(rng.randint(np.iinfo(np.int32).max))
-        progress = ProgressBar() if self.verbose else SilentProgress()
-        train_idx, valid_idx = self._split(y_encoded, seed)
+        return self._fit(X, y, unlabeled, sample_weight)
 
-        epochs = self._final_epochs(len(train_idx))
-        directions = (False, True) if self.bidirectional else (False,)
-        lm_sources = [resolve(self.pretrained, backwards=backwards) for backwards in directions]
-        tokenizer = _shared_tokenizer(lm_sources, self.pretrained)
-        tokens = tokenizer.tokenize_many(texts + extra)
-        n_threads = torch.get_num_threads()
-        vocabs, models, histories = [], [], []
-        with _explain_non_finite_loss(self, bf16):
-            for backwards, lm_source in zip(directions, lm_sources):
-                # With random_state=None the seed stays out of the cache key (as in a Pipeline's memory):
-                # otherwise every fit would draw a new seed and never reuse a cached language model.
-                encoder = _cached(self.memory, fine_tune_encoder, ignore_seed=self.random_state is None)(
-                    tokens, lm_source, _fingerprint(self.pretrained), backwards,
-                    dict(lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
-                         drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
-                         discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
-                         bf16=bf16),
-                    seed, str(device), self.verbose)
-                vocab = Vocab(encoder["itos"])
-                docs = vocab.numericalize_many(tokens[: len(texts)])
-                config = AWDLSTMConfig(**encoder["sizes"]).for_classifier().scaled(self.drop_mult)
-                with torch.random.fork_rng(devices=_cuda_devices(device)):
-                    torch.manual_seed(seed + 1)  # before the head's random initialisation
-                    model = TextClassifier(config, len(classes), bptt=self.bptt, max_len=self.max_len)
-                    model[0].load_state_dict(encoder["encoder_state"])
-                    history = train_classifier(
-                        model, [docs[i] for i in train_idx], y_encoded[train_idx], epochs=epochs, lr=self.lr,
-                        batch_size=self.batch_size, device=device, rng=np.random.default_rng(seed + 1),
-                        reverse=backwards, class_weight=class_weight,
-                        sample_weight=None if sample_weight is None else sample_weight[train_idx],
-                        gradual_unfreezing=self.gradual_unfreezing,
-                        discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
-                        validation=None if valid_idx is None else ([docs[i] for i in valid_idx], y_encoded[valid_idx]),
-                        n_iter_no_change=self.n_iter_no_change, progress=progress)
-                vocabs.append(vocab)
-                models.append(model)
-                histories.append(history)
-        # Fitted attributes are set together at the end: a fit that fails leaves the estimator as it was.
-        self.classes_, self.tokenizer_, self.vocab_ = classes, tokenizer, vocabs
-        self.models_, self.history_ = models, histories
-        self.n_threads_, self.epochs_ = n_threads, epochs
-        self.precision_ = "bf16" if bf16 else "fp32"
-        return self
-
-    def _final_epochs(self, n_train: int) -> int:
-        if self.epochs != "auto":
-            return self.epochs
-        updates_per_epoch = math.ceil(n_train / self.batch_size)
-        return int(np.clip(math.ceil(AUTO_EPOCHS_UPDATES / updates_per_epoch), *AUTO_EPOCHS_RANGE))
-
-    def _check_targets(self, y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(classes, encoded labels)``; checks ``y`` without setting any attribute."""
+    def _check_targets(self, y, n_samples: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """``(encoded labels, labels to stratify by, {"classes_": classes})``; sets no attribute."""
         if y is None:
             raise ValueError("y is required: ULMFiTClassifier is supervised")
         y = y.to_numpy() if hasattr(y, "to_numpy") else y
@@ -324,9 +415,11 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
             raise TypeError(f"the labels in y cannot be ordered (mixed types?): {error}") from None
         if len(classes) < 2:
             raise ValueError(f"y has a single class ({classes.tolist()[0]!r}); a classifier needs at least two")
-        return classes, encoded.astype(np.int64)
+        encoded = encoded.astype(np.int64)
+        return encoded, encoded, {"classes_": classes}
 
-    def _class_weights(self, classes: np.ndarray, y_encoded: np.ndarray) -> np.ndarray | None:
+    def _class_weights(self, target_attributes: dict, y_encoded: np.ndarray) -> np.ndarray | None:
+        classes = target_attributes["classes_"]
         if self.class_weight is None:
             return None
         if self.class_weight == "balanced":
@@ -344,22 +437,6 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("class_weight gives every class weight 0: at least one must be positive")
         return np.array(list(weights.values()))
 
-    def _split(self, y_encoded: np.ndarray, seed: int):
-        everything = np.arange(len(y_encoded))
-        if self.validation_fraction is None:
-            return everything, None
-        from sklearn.model_selection import train_test_split
-        counts = np.bincount(y_encoded)
-        stratify = y_encoded if counts.min() >= 2 else None
-        try:
-            return train_test_split(everything, test_size=self.validation_fraction, random_state=seed,
-                                    stratify=stratify)
-        except ValueError as error:
-            raise ValueError(f"validation_fraction={self.validation_fraction} cannot split {len(everything)} "
-                             f"samples: {error}") from None
-
-    # ------------------------------------------------------------------------- prediction
-
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``."""
         probabilities = []
@@ -373,79 +450,22 @@ class ULMFiTClassifier(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is looked up
         return self.classes_[proba.argmax(axis=1)]
 
-    def transform(self, X) -> np.ndarray:
-        """Concat-pooled document embeddings from the fine-tuned encoder(s).
-
-        Shape (n_samples, 3 * emb_size), or twice that with ``bidirectional=True`` (forward
-        features first), ready for any other scikit-learn model.
-        """
-        chunks = [np.concatenate(chunk, axis=1) for chunk in self._chunks(X, pooled=True)]
-        width = sum(3 * m.config.emb_size for m in self.models_)
-        return np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
-
-    def _chunks(self, X, pooled: bool):
-        """For each block of :data:`PREDICT_CHUNK` texts, one output array per direction."""
-        check_is_fitted(self)
-        texts = _check_texts(X)
-        device = _resolve_device(self.device, fitted=True)
-        bf16 = _use_bf16(self.precision, device)
-        run = pooled_features if pooled else predict_logits
-        _ready_for_prediction(self.models_, device)
-        for start in range(0, len(texts), PREDICT_CHUNK):
-            tokens = self.tokenizer_.tokenize_many(texts[start:start + PREDICT_CHUNK])
-            yield [run(model, vocab.numericalize_many(tokens), batch_size=self.batch_size, device=device,
-                       reverse=backwards, bf16=bf16)
-                   for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
-
-    # ------------------------------------------------------------------------- persistence
-
-    def save(self, path) -> None:
-        """Writes the fitted estimator to ``path`` in a format that cannot run code when loaded.
-
-        Load it with :func:`skulmfit.load`: tensors and plain values only, read with
-        ``torch.load(weights_only=True)``; predictions equal this estimator's bit for bit, on any
-        device. Prefer it to ``pickle``/``joblib`` for a model you send or receive; the parameter
-        ``memory`` is kept as its folder and a ``RandomState`` ``random_state`` as ``None``.
-        """
-        from .persistence import save
-        save(self, path)
-
-    # ------------------------------------------------------------------------- scikit-learn plumbing
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
-        return tags
-
-    def __getstate__(self):
-        """Torch modules travel as a ``torch.save`` blob of CPU tensors, so a model fitted on a GPU
-        loads on a machine without one."""
-        state = self.__dict__.copy()
-        if "models_" in state:
-            buffer = io.BytesIO()
-            torch.save([_model_spec(m) for m in state.pop("models_")], buffer)
-            state["_models_blob"] = buffer.getvalue()
-        state["_versions"] = {"skulmfit": __version__, "torch": torch.__version__}
-        return state
-
-    def __setstate__(self, state):
-        saved = state.pop("_versions", {})
-        current = {"skulmfit": __version__, "torch": torch.__version__}
-        for name, version in saved.items():
-            if version != current[name]:
-                warnings.warn(f"this model was saved with {name} {version} and is loaded with {name} "
-                              f"{current[name]}; predictions may differ", UserWarning, stacklevel=2)
-        blob = state.pop("_models_blob", None)
-        if "vocab_" in state:  # fitted before models carried their tokenizer: all were word-level
-            state.setdefault("tokenizer_", Tokenizer())
-        self.__dict__.update(state)
-        if blob is not None:
-            specs = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-            self.models_ = [_model_from_spec(spec) for spec in specs]
-
 
 # ----------------------------------------------------------------------------- helpers
+
+def _split(n_samples: int, stratify: np.ndarray | None, validation_fraction: float | None, seed: int):
+    """Training and validation indices (stratified where every class has two samples), or all and None."""
+    everything = np.arange(n_samples)
+    if validation_fraction is None:
+        return everything, None
+    from sklearn.model_selection import train_test_split
+    if stratify is not None and np.bincount(stratify).min() < 2:
+        stratify = None
+    try:
+        return train_test_split(everything, test_size=validation_fraction, random_state=seed, stratify=stratify)
+    except ValueError as error:
+        raise ValueError(f"validation_fraction={validation_fraction} cannot split {n_samples} samples: {error}") from None
+
 
 def _check_weights(sample_weight, texts: list[str]) -> np.ndarray | None:
     """``sample_weight`` validated as scikit-learn does: its length, finite, >= 0, one positive."""

@@ -173,14 +173,16 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
                      discriminative: bool = True, stlr: bool = True, cut_frac: float = 0.1, ratio: float = 32.0,
                      weight_decay: float = 0.01, bf16: bool = False,
                      validation: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
-                     n_iter_no_change: int | None = None,
+                     n_iter_no_change: int | None = None, loss: str = "cross_entropy",
                      progress: SilentProgress | None = None) -> list[dict]:
-    """Trains the classifier in ULMFiT's stages; returns one record per epoch.
+    """Trains the classifier (or regressor) head and encoder in ULMFiT's stages; returns one record per epoch.
 
     With ``gradual_unfreezing`` the top layer group trains alone for an epoch, then one more
     group joins per epoch, then all groups train for ``epochs`` epochs; without it all groups
     train from the start for the same total number of epochs. Every stage has its own slanted
-    triangular schedule. With ``validation`` the accuracy is measured after every epoch, the
+    triangular schedule. ``loss="cross_entropy"`` takes class indices ``y`` (with optional
+    ``class_weight``); ``loss="mse"`` takes real targets ``y`` of shape (n, n_outputs), best
+    standardised. With ``validation`` the accuracy (or R^2) is measured after every epoch, the
     best weights are restored at the end, and ``n_iter_no_change`` epochs without improvement
     in the last stage stop training early.
     """
@@ -194,7 +196,10 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
     optimizer = make_optimizer(groups, lrs, weight_decay)
     class_weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
     sample_weight = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
-    targets = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    if loss not in ("cross_entropy", "mse"):
+        raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {loss!r}")
+    regression = loss == "mse"
+    targets = torch.as_tensor(np.asarray(y), dtype=torch.float32 if regression else torch.long)
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     model.to(device)
 
@@ -219,8 +224,9 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
                     set_stlr(optimizer, step, total_steps, cut_frac, ratio)
                 with autocast(device, bf16):
                     logits = model(ids.to(device), doc_lengths.to(device))
-                loss = weighted_cross_entropy(logits.float(), targets[indices].to(device), class_weight,
-                                              None if sample_weight is None else sample_weight[indices].to(device))
+                batch_weight = None if sample_weight is None else sample_weight[indices].to(device)
+                loss = (weighted_mse if regression else weighted_cross_entropy)(
+                    logits.float(), targets[indices].to(device), class_weight, batch_weight)
                 losses.append(loss.item())
                 _check_finite(losses[-1], f"classifier loss ({label}, step {len(losses)})")
                 optimizer.zero_grad(set_to_none=True)
@@ -233,9 +239,10 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
             if validation is not None:
                 scores = predict_logits(model, validation[0], batch_size=batch_size, device=device,
                                         reverse=reverse, bf16=bf16)
-                record["valid_accuracy"] = float(np.mean(scores.argmax(1) == np.asarray(validation[1])))
-                if record["valid_accuracy"] > best_score:
-                    best_score, stale = record["valid_accuracy"], 0
+                metric, score = _validation_score(scores, np.asarray(validation[1]), regression)
+                record[metric] = score
+                if score > best_score:
+                    best_score, stale = score, 0
                     best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
                 else:
                     stale += 1
@@ -265,6 +272,24 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_wei
         weight = weight * sample_weight
     losses = F.cross_entropy(logits, target, reduction="none")
     return (weight * losses).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
+
+
+def weighted_mse(outputs: torch.Tensor, target: torch.Tensor, class_weight: None = None,
+                 sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared error averaged over outputs, then over samples with ``sample_weight`` (as in
+    :func:`weighted_cross_entropy`; there are no class weights in regression)."""
+    losses = (outputs - target).pow(2).mean(dim=1)
+    if sample_weight is None:
+        return losses.mean()
+    return (sample_weight * losses).sum() / sample_weight.sum().clamp_min(torch.finfo(losses.dtype).tiny)
+
+
+def _validation_score(outputs: np.ndarray, y: np.ndarray, regression: bool) -> tuple[str, float]:
+    """``("valid_accuracy", ...)`` for classes, ``("valid_r2", ...)`` (all outputs together) for targets."""
+    if not regression:
+        return "valid_accuracy", float(np.mean(outputs.argmax(1) == y))
+    total = float(((y - y.mean(axis=0)) ** 2).sum())
+    return "valid_r2", 1.0 - float(((outputs - y) ** 2).sum()) / total if total > 0 else 0.0
 
 
 def inference_batches(lengths: np.ndarray, max_tokens: int, max_len: int, max_rows: int = 1024,
