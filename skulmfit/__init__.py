@@ -7,8 +7,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
-from .estimator import ULMFiTClassifier  # noqa: E402
+from .estimator import ULMFiTClassifier, ULMFiTRegressor  # noqa: E402
 from .persistence import load  # noqa: E402
 from .pretrained import available_models  # noqa: E402
 
-__all__ = ["ULMFiTClassifier", "available_models", "load", "__version__"]
+__all__ = ["ULMFiTClassifier", "ULMFiTRegressor", "available_models", "load", "__version__"]

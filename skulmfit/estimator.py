@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping, Set
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted
 
 from . import __version__
 from .model import AWDLSTMConfig, LanguageModel, TextClassifier
@@ -95,6 +95,34 @@ class _ULMFiTEstimator(BaseEstimator):
     }
 
     _loss = "cross_entropy"
+
+    def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs="auto", lr=5e-2, lm_lr=4e-3, batch_size=32,
+                 bptt=70, max_len=1400, drop_mult=0.5, bidirectional=False, device="auto", precision="auto",
+                 max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
+                 slanted_triangular=True, validation_fraction=None, n_iter_no_change=None, memory=None,
+                  random_state=None, verbose=0):
+        self.pretrained = pretrained
+        self.lm_epochs = lm_epochs
+        self.epochs = epochs
+        self.lr = lr
+        self.lm_lr = lm_lr
+        self.batch_size = batch_size
+        self.bptt = bptt
+        self.max_len = max_len
+        self.drop_mult = drop_mult
+        self.bidirectional = bidirectional
+        self.device = device
+        self.precision = precision
+        self.max_vocab = max_vocab
+        self.min_freq = min_freq
+        self.gradual_unfreezing = gradual_unfreezing
+        self.discriminative_lr = discriminative_lr
+        self.slanted_triangular = slanted_triangular
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.memory = memory
+        self.random_state = random_state
+        self.verbose = verbose
 
     def _fit(self, X, y, unlabeled, sample_weight):
         texts = _check_texts(X)
@@ -345,29 +373,13 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
                  max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
                  slanted_triangular=True, validation_fraction=None, n_iter_no_change=None, class_weight=None,
                  memory=None, random_state=None, verbose=0):
-        self.pretrained = pretrained
-        self.lm_epochs = lm_epochs
-        self.epochs = epochs
-        self.lr = lr
-        self.lm_lr = lm_lr
-        self.batch_size = batch_size
-        self.bptt = bptt
-        self.max_len = max_len
-        self.drop_mult = drop_mult
-        self.bidirectional = bidirectional
-        self.device = device
-        self.precision = precision
-        self.max_vocab = max_vocab
-        self.min_freq = min_freq
-        self.gradual_unfreezing = gradual_unfreezing
-        self.discriminative_lr = discriminative_lr
-        self.slanted_triangular = slanted_triangular
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
+        super().__init__(pretrained, lm_epochs=lm_epochs, epochs=epochs, lr=lr, lm_lr=lm_lr, batch_size=batch_size,
+                         bptt=bptt, max_len=max_len, drop_mult=drop_mult, bidirectional=bidirectional, device=device,
+                         precision=precision, max_vocab=max_vocab, min_freq=min_freq,
+                         gradual_unfreezing=gradual_unfreezing, discriminative_lr=discriminative_lr,
+                         slanted_triangular=slanted_triangular, validation_fraction=validation_fraction,
+                         n_iter_no_change=n_iter_no_change, memory=memory, random_state=random_state, verbose=verbose)
         self.class_weight = class_weight
-        self.memory = memory
-        self.random_state = random_state
-        self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, unlabeled=None, sample_weight=None):
@@ -453,6 +465,91 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
 
 # ----------------------------------------------------------------------------- helpers
 
+class ULMFiTRegressor(RegressorMixin, _ULMFiTEstimator):
+    """Text regressor: the ULMFiT recipe with a regression head.
+
+    Everything but the targets works as in :class:`ULMFiTClassifier`: the pretrained language model
+    is fine-tuned on the texts, then a head on concat pooling is trained with gradual unfreezing,
+    discriminative learning rates and slanted triangular schedules, reading long documents with
+    BPT3C. The head minimises the mean squared error of the standardised targets (each output
+    centred and scaled to unit variance on the training data); ``predict`` restores their scale,
+    and ``score`` is R^2.
+
+    Parameters
+    ----------
+    pretrained, lm_epochs, epochs, lr, lm_lr, batch_size, bptt, max_len, drop_mult, bidirectional, \
+device, precision, max_vocab, min_freq, gradual_unfreezing, discriminative_lr, slanted_triangular, \
+validation_fraction, n_iter_no_change, memory, random_state, verbose
+        As in :class:`ULMFiTClassifier` (which adds ``class_weight``). With ``validation_fraction``
+        the kept epoch is the one of highest held-out R^2; with ``bidirectional=True`` the two
+        directions' predictions are averaged.
+
+    Attributes
+    ----------
+    n_outputs_ : int
+        Number of targets (columns of a 2-D ``y``; 1 for a 1-D ``y``).
+    y_mean_, y_scale_ : ndarray of shape (n_outputs,)
+        Mean and standard deviation of each training target; a constant target (scale 0) is
+        predicted as that constant.
+    tokenizer_, vocab_, models_, history_, n_threads_, epochs_, precision_
+        As in :class:`ULMFiTClassifier`; ``history_`` records ``valid_r2`` where the classifier
+        records ``valid_accuracy``.
+
+    Examples
+    --------
+    >>> from skulmfit import ULMFiTRegressor
+    >>> reg = ULMFiTRegressor(random_state=0).fit(reviews, star_ratings)  # doctest: +SKIP
+    >>> reg.predict(["an unforgettable film"])  # doctest: +SKIP
+    """
+
+    _loss = "mse"
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, unlabeled=None, sample_weight=None):
+        """Fine-tune the language model on ``X`` (and ``unlabeled``), then train the regression head.
+
+        Parameters
+        ----------
+        X : sequence of str
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Real targets, finite.
+        unlabeled : sequence of str, optional
+            Extra texts used only for language-model fine-tuning.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight of each text in the loss (weighted mean per batch).
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, unlabeled, sample_weight)
+
+    def _check_targets(self, y, n_samples: int) -> tuple[np.ndarray, None, dict]:
+        """``(standardised targets of shape (n, n_outputs), None, fitted target attributes)``."""
+        if y is None:
+            raise ValueError("y is required: ULMFiTRegressor is supervised")
+        y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
+        if y.ndim not in (1, 2):
+            raise ValueError(f"y must be 1-D or 2-D (one row of targets per text); got shape {y.shape}")
+        if len(y) != n_samples:
+            raise ValueError(f"X has {n_samples} texts but y has {len(y)} targets")
+        if n_samples < 2:
+            raise ValueError("fit needs at least two texts")
+        table = y.reshape(n_samples, -1)
+        mean, scale = table.mean(axis=0), table.std(axis=0)
+        # A constant target trains towards 0 and is predicted as its constant (scale 0).
+        standardised = ((table - mean) / np.where(scale > 0, scale, 1.0)).astype(np.float32)
+        return standardised, None, {"n_outputs_": table.shape[1], "y_mean_": mean, "y_scale_": scale,
+                                    "_y_ndim": y.ndim}
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted targets: shape (n_samples,) if ``y`` was 1-D, else (n_samples, n_outputs)."""
+        blocks = [np.mean(per_direction, axis=0) for per_direction in self._chunks(X, pooled=False)]
+        standardised = np.concatenate(blocks) if blocks else np.zeros((0, self.n_outputs_), np.float32)
+        values = standardised * self.y_scale_ + self.y_mean_
+        return values.ravel() if self._y_ndim == 1 else values
+
+
 def _split(n_samples: int, stratify: np.ndarray | None, validation_fraction: float | None, seed: int):
     """Training and validation indices (stratified where every class has two samples), or all and None."""
     everything = np.arange(n_samples)
@@ -475,7 +572,7 @@ def _check_weights(sample_weight, texts: list[str]) -> np.ndarray | None:
 
 
 @contextlib.contextmanager
-def _explain_non_finite_loss(estimator: ULMFiTClassifier, bf16: bool):
+def _explain_non_finite_loss(estimator: _ULMFiTEstimator, bf16: bool):
     """Adds the likely causes to a :class:`NonFiniteLossError` from training."""
     try:
         yield

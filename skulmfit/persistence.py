@@ -5,8 +5,10 @@ code it names, so a model from someone else is only as safe as its sender. This 
 tensors plus plain values (strings, numbers, lists, dicts) in one ``torch.save`` file, and
 :func:`load` reads it with ``torch.load(weights_only=True)``, which refuses anything else::
 
-    {"format": "skulmfit-classifier-1", "versions": {...}, "params": "<JSON>",
-     "classes": {"dtype": ..., "values": [...]}, "tokenizer": {...}, "vocabs": [[token, ...], ...],
+    {"format": "skulmfit-classifier-1", "estimator": "ULMFiTClassifier" or "ULMFiTRegressor",
+     "versions": {...}, "params": "<JSON>", "classes": {"dtype": ..., "values": [...]} (a classifier's)
+     or "targets": {"y_mean_": [...], "y_scale_": [...], ...} (a regressor's),
+     "tokenizer": {...}, "vocabs": [[token, ...], ...],
      "models": [{"config": ..., "n_classes": ..., "bptt": ..., "max_len": ..., "state_dict": {...}}, ...],
      "fitted": {"history_": ..., "n_threads_": ..., "epochs_": ..., "precision_": ...}}
 
@@ -31,17 +33,17 @@ _FITTED = ("history_", "n_threads_", "epochs_", "precision_")
 
 
 def save(estimator, path: str | Path) -> None:
-    """Writes a fitted ``ULMFiTClassifier`` to ``path`` (see the module docstring)."""
+    """Writes a fitted ``ULMFiTClassifier`` or ``ULMFiTRegressor`` to ``path`` (see the module docstring)."""
     from sklearn.utils.validation import check_is_fitted
 
     from .estimator import _model_spec
     check_is_fitted(estimator)
     payload = {
         "format": FORMAT,
+        "estimator": type(estimator).__name__,
         "versions": {"skulmfit": __version__, "torch": str(torch.__version__)},
         "params": json.dumps(_plain_params(estimator.get_params(deep=False))),
-        "classes": {"dtype": estimator.classes_.dtype.str if estimator.classes_.dtype != object else "object",
-                    "values": [_plain(c) for c in estimator.classes_.tolist()]},
+        **_target_state(estimator),
         "tokenizer": estimator.tokenizer_.to_dict(),
         "vocabs": [vocab.to_list() for vocab in estimator.vocab_],
         "models": [_model_spec(model) for model in estimator.models_],
@@ -71,7 +73,7 @@ def load(path: str | Path):
         If the file is truncated, not a torch file, or not a skulmfit model (a pickle, a weight
         file, a file of another program); the message says which.
     """
-    from .estimator import ULMFiTClassifier, _model_from_spec
+    from .estimator import ULMFiTClassifier, ULMFiTRegressor, _model_from_spec
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -88,15 +90,33 @@ def load(path: str | Path):
         if version != current:
             warnings.warn(f"this model was saved with {name} {version} and is loaded with {name} {current}; "
                           "predictions may differ", UserWarning, stacklevel=2)
-    estimator = ULMFiTClassifier(**_restore_params(json.loads(payload["params"])))
-    classes = payload["classes"]
-    estimator.classes_ = np.array(classes["values"], dtype=object if classes["dtype"] == "object" else classes["dtype"])
+    kind = {"ULMFiTClassifier": ULMFiTClassifier, "ULMFiTRegressor": ULMFiTRegressor}.get(payload.get("estimator"))
+    if kind is None:
+        raise ValueError(f"{path} holds an estimator this skulmfit does not know: {payload.get('estimator')!r}")
+    estimator = kind(**_restore_params(json.loads(payload["params"])))
+    if "classes" in payload:
+        classes = payload["classes"]
+        estimator.classes_ = np.array(classes["values"], dtype=object if classes["dtype"] == "object" else classes["dtype"])
+    else:
+        targets = payload["targets"]
+        estimator.y_mean_, estimator.y_scale_ = np.array(targets["y_mean_"]), np.array(targets["y_scale_"])
+        estimator.n_outputs_, estimator._y_ndim = targets["n_outputs_"], targets["_y_ndim"]
     estimator.tokenizer_ = Tokenizer.from_dict(payload["tokenizer"])
     estimator.vocab_ = [Vocab(itos) for itos in payload["vocabs"]]
     estimator.models_ = [_model_from_spec(spec) for spec in payload["models"]]
     for name in _FITTED:
         setattr(estimator, name, payload["fitted"][name])
     return estimator
+
+
+def _target_state(estimator) -> dict:
+    """What a fitted estimator knows of its targets, as plain values."""
+    if hasattr(estimator, "classes_"):
+        classes = estimator.classes_
+        return {"classes": {"dtype": classes.dtype.str if classes.dtype != object else "object",
+                            "values": [_plain(c) for c in classes.tolist()]}}
+    return {"targets": {"y_mean_": estimator.y_mean_.tolist(), "y_scale_": estimator.y_scale_.tolist(),
+                        "n_outputs_": estimator.n_outputs_, "_y_ndim": estimator._y_ndim}}
 
 
 def _plain(value):
@@ -111,7 +131,7 @@ def _plain_params(params: dict) -> dict:
     if plain["pretrained"] is not None:
         plain["pretrained"] = str(plain["pretrained"])
     plain["device"] = str(plain["device"])
-    if isinstance(plain["class_weight"], dict):
+    if isinstance(plain.get("class_weight"), dict):
         plain["class_weight"] = {"pairs": [[_plain(k), _plain(v)] for k, v in plain["class_weight"].items()]}
     memory = plain["memory"]
     if memory is not None and not isinstance(memory, str):

@@ -3,6 +3,7 @@
 Everything here is small on purpose (an 8-dimensional embedding, 24 texts): the estimator tests
 check behaviour, not accuracy, and must stay fast on a busy two-core machine.
 """
+import numpy as np
 import pytest
 import torch
 
@@ -65,3 +66,27 @@ def tiny_weights(tmp_path_factory, tiny_itos):
 def tiny_weights_bwd(tmp_path_factory, tiny_itos):
     """The same as :func:`tiny_weights` for a backward model."""
     return _tiny_weights(tmp_path_factory.mktemp("weights") / "tiny.bwd.pt", tiny_itos, True, 1)
+
+
+@pytest.fixture(scope="session")
+def keyword_task():
+    """``make(n, seed) -> (texts, labels)``: sentences of neutral filler words with one class
+    keyword ("good" or "bad" words) somewhere in each, the labels alternating."""
+    return _keyword_task
+
+
+def _keyword_task(n: int, seed: int):
+    """Sentences of neutral filler words with one class keyword somewhere in each."""
+    rng = np.random.default_rng(seed)
+    keywords = {"good": ["excellent", "superb", "brilliant", "delightful"],
+                "bad": ["dreadful", "tedious", "awful", "clumsy"]}
+    filler = ("the a film plot actor scene story music camera ending script cast director movie it was "
+              "and with this that of in on its very quite rather long short new old first last").split()
+    texts, labels = [], []
+    for i in range(n):
+        label = ("good", "bad")[i % 2]
+        words = list(rng.choice(filler, size=rng.integers(5, 13)))
+        words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(keywords[label])))
+        texts.append(" ".join(words).capitalize() + ".")
+        labels.append(label)
+    return texts, labels

@@ -628,30 +628,13 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
     assert grown_mib < 400, f"peak memory grew by {grown_mib:.0f} MiB"
 
 
-def _keyword_task(n, seed):
-    """Sentences of neutral filler words with one class keyword somewhere in each."""
-    rng = np.random.default_rng(seed)
-    keywords = {"good": ["excellent", "superb", "brilliant", "delightful"],
-                "bad": ["dreadful", "tedious", "awful", "clumsy"]}
-    filler = ("the a film plot actor scene story music camera ending script cast director movie it was "
-              "and with this that of in on its very quite rather long short new old first last").split()
-    texts, labels = [], []
-    for i in range(n):
-        label = ("good", "bad")[i % 2]
-        words = list(rng.choice(filler, size=rng.integers(5, 13)))
-        words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(keywords[label])))
-        texts.append(" ".join(words).capitalize() + ".")
-        labels.append(label)
-    return texts, labels
-
-
-def test_end_to_end_a_random_tiny_model_learns_a_separable_task(tiny_weights):
+def test_end_to_end_a_random_tiny_model_learns_a_separable_task(tiny_weights, keyword_task):
     """Untrained tiny weights (random initialisation), whole recipe, held-out accuracy > 95%.
 
     Light dropout: a model this small learning from scratch needs little regularisation (with
     the default drop_mult one seed in three stalled at chance when this test was written)."""
-    X_train, y_train = _keyword_task(200, seed=0)
-    X_test, y_test = _keyword_task(100, seed=1)
+    X_train, y_train = keyword_task(200, seed=0)
+    X_test, y_test = keyword_task(100, seed=1)
     for seed in (0, 1):
         clf = make(tiny_weights, epochs=10, batch_size=16, lr=5e-2, drop_mult=0.1, random_state=seed)
         assert clf.fit(X_train, y_train).score(X_test, y_test) > 0.95
