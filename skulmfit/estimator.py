@@ -9,14 +9,16 @@ import threading
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Set
+from functools import partial
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted
 
 from . import __version__
@@ -64,8 +66,8 @@ class _ULMFiTEstimator(BaseEstimator):
     """What the ULMFiT estimators share: parameters and their validation, language-model fine-tuning,
     training a pooling head with gradual unfreezing and BPT3C, prediction in chunks, persistence.
 
-    A subclass says what its targets are (``_check_targets``), how its head is trained (``_loss``)
-    and what its outputs mean (``predict``).
+    A subclass says what its targets are (``_check_targets``), how its head is trained
+    (``_training_loss``) and what its outputs mean (``predict``).
     """
 
     _parameter_constraints: dict = {
@@ -93,8 +95,6 @@ class _ULMFiTEstimator(BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
-
-    _loss = "cross_entropy"
 
     def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs="auto", lr=5e-2, lm_lr=4e-3, batch_size=32,
                  bptt=70, max_len=1400, drop_mult=0.5, bidirectional=False, device="auto", precision="auto",
@@ -173,7 +173,8 @@ class _ULMFiTEstimator(BaseEstimator):
                         gradual_unfreezing=self.gradual_unfreezing,
                         discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
                         validation=None if valid_idx is None else ([docs[i] for i in valid_idx], targets[valid_idx]),
-                        n_iter_no_change=self.n_iter_no_change, loss=self._loss, progress=progress)
+                        n_iter_no_change=self.n_iter_no_change, loss=self._training_loss(target_attributes),
+                        progress=progress)
                 vocabs.append(vocab)
                 models.append(model)
                 histories.append(history)
@@ -193,6 +194,9 @@ class _ULMFiTEstimator(BaseEstimator):
 
     def _class_weights(self, target_attributes: dict, targets: np.ndarray) -> np.ndarray | None:
         return None
+
+    def _training_loss(self, target_attributes: dict) -> str:
+        raise NotImplementedError
 
     def transform(self, X) -> np.ndarray:
         """Concat-pooled document embeddings from the fine-tuned encoder(s).
@@ -326,7 +330,9 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         With ``validation_fraction``, stop when the held-out accuracy has not improved for this
         many epochs of the final stage.
     class_weight : dict, "balanced" or None, default=None
-        Weights of the classes in the loss.
+        Weights of the classes in the loss (single-label targets).
+    threshold : float in [0, 1], default=0.5
+        Multi-label only: ``predict`` gives each text the labels whose probability reaches it.
     memory : joblib.Memory, str or None, default=None
         Caches the fine-tuned language model: refitting on the same texts with only classifier
         parameters changed (as a grid search does) skips language-model fine-tuning. With
@@ -343,6 +349,11 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
+        The class labels; multi-label: the column indices of ``y``'s labels.
+    multilabel_ : bool
+        Whether ``y`` was a 2-D indicator matrix of labels (dense or sparse, as
+        ``sklearn.preprocessing.MultiLabelBinarizer`` gives it): then one sigmoid per label is
+        trained with binary cross-entropy, and ``history_`` records ``valid_micro_f1``.
     tokenizer_ : Tokenizer
         The pretrained model's tokenizer (raw text -> tokens), shared by both directions.
     vocab_ : list of Vocab
@@ -366,13 +377,14 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
     """
 
     _parameter_constraints: dict = {**_ULMFiTEstimator._parameter_constraints,
-                                    "class_weight": [dict, StrOptions({"balanced"}), None]}
+                                    "class_weight": [dict, StrOptions({"balanced"}), None],
+                                    "threshold": [Interval(numbers.Real, 0, 1, closed="both")]}
 
     def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs="auto", lr=5e-2, lm_lr=4e-3, batch_size=32,
                  bptt=70, max_len=1400, drop_mult=0.5, bidirectional=False, device="auto", precision="auto",
                  max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
                  slanted_triangular=True, validation_fraction=None, n_iter_no_change=None, class_weight=None,
-                 memory=None, random_state=None, verbose=0):
+                 threshold=0.5, memory=None, random_state=None, verbose=0):
         super().__init__(pretrained, lm_epochs=lm_epochs, epochs=epochs, lr=lr, lm_lr=lm_lr, batch_size=batch_size,
                          bptt=bptt, max_len=max_len, drop_mult=drop_mult, bidirectional=bidirectional, device=device,
                          precision=precision, max_vocab=max_vocab, min_freq=min_freq,
@@ -380,6 +392,7 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
                          slanted_triangular=slanted_triangular, validation_fraction=validation_fraction,
                          n_iter_no_change=n_iter_no_change, memory=memory, random_state=random_state, verbose=verbose)
         self.class_weight = class_weight
+        self.threshold = threshold
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, unlabeled=None, sample_weight=None):
@@ -388,8 +401,9 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         Parameters
         ----------
         X : sequence of str
-        y : array-like of shape (n_samples,)
-            Labels of any type scikit-learn accepts (str, int, bool).
+        y : array-like of shape (n_samples,), or (n_samples, n_labels) for multi-label
+            Labels of any type scikit-learn accepts (str, int, bool), or a 0/1 indicator matrix
+            (dense or scipy sparse) with one column per label.
         unlabeled : sequence of str, optional
             Extra texts used only for language-model fine-tuning (semi-supervised ULMFiT).
         sample_weight : array-like of shape (n_samples,), optional
@@ -404,10 +418,12 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         """
         return self._fit(X, y, unlabeled, sample_weight)
 
-    def _check_targets(self, y, n_samples: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        """``(encoded labels, labels to stratify by, {"classes_": classes})``; sets no attribute."""
+    def _check_targets(self, y, n_samples: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """``(encoded labels, labels to stratify by, fitted target attributes)``; sets no attribute."""
         if y is None:
             raise ValueError("y is required: ULMFiTClassifier is supervised")
+        if sparse.issparse(y) or _ndim(y) == 2:
+            return self._check_label_matrix(y, n_samples)
         y = y.to_numpy() if hasattr(y, "to_numpy") else y
         # Missing labels are looked for before np.asarray, which turns NaN among str labels into 'nan'.
         y, as_objects = np.asarray(y), np.asarray(y, dtype=object)
@@ -428,7 +444,27 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         if len(classes) < 2:
             raise ValueError(f"y has a single class ({classes.tolist()[0]!r}); a classifier needs at least two")
         encoded = encoded.astype(np.int64)
-        return encoded, encoded, {"classes_": classes}
+        return encoded, encoded, {"classes_": classes, "multilabel_": False}
+
+    def _check_label_matrix(self, Y, n_samples: int) -> tuple[np.ndarray, None, dict]:
+        """A multi-label indicator matrix (dense or sparse, as ``MultiLabelBinarizer`` gives it).
+
+        Every column is a label, however often it occurs: a label no training text has is kept,
+        and learns a probability near 0.
+        """
+        if type_of_target(Y) != "multilabel-indicator":
+            raise ValueError(f"y must be 1-D (one label per text) or a 0/1 indicator matrix of labels "
+                             f"(multi-label); got shape {Y.shape} of {type_of_target(Y)!r} targets")
+        if Y.shape[0] != n_samples:
+            raise ValueError(f"X has {n_samples} texts but y has {Y.shape[0]} rows")
+        if self.class_weight is not None:
+            raise ValueError("class_weight applies to single-label targets; weight multi-label texts with sample_weight")
+        dense = (Y.toarray() if sparse.issparse(Y) else np.asarray(Y)).astype(np.float32)
+        return dense, None, {"classes_": np.arange(dense.shape[1]), "multilabel_": True,
+                             "_sparse_target": sparse.issparse(Y)}
+
+    def _training_loss(self, target_attributes: dict) -> str:
+        return "bce" if target_attributes["multilabel_"] else "cross_entropy"
 
     def _class_weights(self, target_attributes: dict, y_encoded: np.ndarray) -> np.ndarray | None:
         classes = target_attributes["classes_"]
@@ -450,17 +486,24 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         return np.array(list(weights.values()))
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``."""
+        """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``.
+
+        Multi-label: the probability of each label, independently (rows need not sum to 1).
+        """
         probabilities = []
         for chunk in self._chunks(X, pooled=False):
-            per_direction = [torch.softmax(torch.from_numpy(logits), 1).numpy() for logits in chunk]
-            probabilities.append(np.mean(per_direction, axis=0))
+            link = torch.sigmoid if self.multilabel_ else partial(torch.softmax, dim=1)
+            probabilities.append(np.mean([link(torch.from_numpy(logits)).numpy() for logits in chunk], axis=0))
         return np.concatenate(probabilities) if probabilities else np.zeros((0, len(self.classes_)))
 
-    def predict(self, X) -> np.ndarray:
-        """The most probable class of each text."""
+    def predict(self, X):
+        """The most probable class of each text; multi-label: the indicator matrix of the labels whose
+        probability reaches ``threshold`` (sparse if ``y`` was)."""
         proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is looked up
-        return self.classes_[proba.argmax(axis=1)]
+        if not self.multilabel_:
+            return self.classes_[proba.argmax(axis=1)]
+        indicator = (proba >= self.threshold).astype(np.int64)
+        return sparse.csr_matrix(indicator) if self._sparse_target else indicator
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -502,7 +545,8 @@ validation_fraction, n_iter_no_change, memory, random_state, verbose
     >>> reg.predict(["an unforgettable film"])  # doctest: +SKIP
     """
 
-    _loss = "mse"
+    def _training_loss(self, target_attributes: dict) -> str:
+        return "mse"
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, unlabeled=None, sample_weight=None):
@@ -548,6 +592,16 @@ validation_fraction, n_iter_no_change, memory, random_state, verbose
         standardised = np.concatenate(blocks) if blocks else np.zeros((0, self.n_outputs_), np.float32)
         values = standardised * self.y_scale_ + self.y_mean_
         return values.ravel() if self._y_ndim == 1 else values
+
+
+def _ndim(y) -> int:
+    """Dimensions of array-like targets (a ragged list counts as 1-D, to be refused as such)."""
+    if hasattr(y, "ndim"):
+        return y.ndim
+    try:
+        return np.ndim(y)
+    except ValueError:
+        return 1
 
 
 def _split(n_samples: int, stratify: np.ndarray | None, validation_fraction: float | None, seed: int):

@@ -97,6 +97,9 @@ def load(path: str | Path):
     if "classes" in payload:
         classes = payload["classes"]
         estimator.classes_ = np.array(classes["values"], dtype=object if classes["dtype"] == "object" else classes["dtype"])
+        estimator.multilabel_ = classes["multilabel_"]
+        if estimator.multilabel_:
+            estimator._sparse_target = classes["_sparse_target"]
     else:
         targets = payload["targets"]
         estimator.y_mean_, estimator.y_scale_ = np.array(targets["y_mean_"]), np.array(targets["y_scale_"])
@@ -114,7 +117,9 @@ def _target_state(estimator) -> dict:
     if hasattr(estimator, "classes_"):
         classes = estimator.classes_
         return {"classes": {"dtype": classes.dtype.str if classes.dtype != object else "object",
-                            "values": [_plain(c) for c in classes.tolist()]}}
+                            "values": [_plain(c) for c in classes.tolist()],
+                            "multilabel_": estimator.multilabel_,
+                            "_sparse_target": getattr(estimator, "_sparse_target", False)}}
     return {"targets": {"y_mean_": estimator.y_mean_.tolist(), "y_scale_": estimator.y_scale_.tolist(),
                         "n_outputs_": estimator.n_outputs_, "_y_ndim": estimator._y_ndim}}
 

@@ -181,8 +181,9 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
     group joins per epoch, then all groups train for ``epochs`` epochs; without it all groups
     train from the start for the same total number of epochs. Every stage has its own slanted
     triangular schedule. ``loss="cross_entropy"`` takes class indices ``y`` (with optional
-    ``class_weight``); ``loss="mse"`` takes real targets ``y`` of shape (n, n_outputs), best
-    standardised. With ``validation`` the accuracy (or R^2) is measured after every epoch, the
+    ``class_weight``); ``loss="bce"`` a 0/1 indicator matrix of labels (multi-label, one sigmoid
+    per label); ``loss="mse"`` real targets ``y`` of shape (n, n_outputs), best standardised.
+    With ``validation`` the accuracy (micro-F1, R^2) is measured after every epoch, the
     best weights are restored at the end, and ``n_iter_no_change`` epochs without improvement
     in the last stage stop training early.
     """
@@ -196,10 +197,11 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
     optimizer = make_optimizer(groups, lrs, weight_decay)
     class_weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
     sample_weight = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
-    if loss not in ("cross_entropy", "mse"):
-        raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {loss!r}")
-    regression = loss == "mse"
-    targets = torch.as_tensor(np.asarray(y), dtype=torch.float32 if regression else torch.long)
+    losses_by_name = {"cross_entropy": weighted_cross_entropy, "bce": weighted_bce, "mse": weighted_mse}
+    if loss not in losses_by_name:
+        raise ValueError(f"loss must be one of {sorted(losses_by_name)}, got {loss!r}")
+    loss_name, loss_function = loss, losses_by_name[loss]  # (the name loss is the batch's loss below)
+    targets = torch.as_tensor(np.asarray(y), dtype=torch.long if loss_name == "cross_entropy" else torch.float32)
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     model.to(device)
 
@@ -225,8 +227,7 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
                 with autocast(device, bf16):
                     logits = model(ids.to(device), doc_lengths.to(device))
                 batch_weight = None if sample_weight is None else sample_weight[indices].to(device)
-                loss = (weighted_mse if regression else weighted_cross_entropy)(
-                    logits.float(), targets[indices].to(device), class_weight, batch_weight)
+                loss = loss_function(logits.float(), targets[indices].to(device), class_weight, batch_weight)
                 losses.append(loss.item())
                 _check_finite(losses[-1], f"classifier loss ({label}, step {len(losses)})")
                 optimizer.zero_grad(set_to_none=True)
@@ -239,7 +240,7 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
             if validation is not None:
                 scores = predict_logits(model, validation[0], batch_size=batch_size, device=device,
                                         reverse=reverse, bf16=bf16)
-                metric, score = _validation_score(scores, np.asarray(validation[1]), regression)
+                metric, score = _validation_score(scores, np.asarray(validation[1]), loss_name)
                 record[metric] = score
                 if score > best_score:
                     best_score, stale = score, 0
@@ -278,18 +279,35 @@ def weighted_mse(outputs: torch.Tensor, target: torch.Tensor, class_weight: None
                  sample_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Squared error averaged over outputs, then over samples with ``sample_weight`` (as in
     :func:`weighted_cross_entropy`; there are no class weights in regression)."""
-    losses = (outputs - target).pow(2).mean(dim=1)
+    return _weighted_mean((outputs - target).pow(2).mean(dim=1), sample_weight)
+
+
+def weighted_bce(logits: torch.Tensor, target: torch.Tensor, class_weight: None = None,
+                 sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy of one sigmoid per label, averaged over labels, then over samples with
+    ``sample_weight`` (multi-label classification)."""
+    losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=1)
+    return _weighted_mean(losses, sample_weight)
+
+
+def _weighted_mean(losses: torch.Tensor, sample_weight: torch.Tensor | None) -> torch.Tensor:
     if sample_weight is None:
         return losses.mean()
     return (sample_weight * losses).sum() / sample_weight.sum().clamp_min(torch.finfo(losses.dtype).tiny)
 
 
-def _validation_score(outputs: np.ndarray, y: np.ndarray, regression: bool) -> tuple[str, float]:
-    """``("valid_accuracy", ...)`` for classes, ``("valid_r2", ...)`` (all outputs together) for targets."""
-    if not regression:
+def _validation_score(outputs: np.ndarray, y: np.ndarray, loss: str) -> tuple[str, float]:
+    """The held-out score that picks the best epoch: accuracy for classes, micro-F1 (at probability
+    0.5) for labels, R^2 (all outputs together) for real targets."""
+    if loss == "cross_entropy":
         return "valid_accuracy", float(np.mean(outputs.argmax(1) == y))
-    total = float(((y - y.mean(axis=0)) ** 2).sum())
-    return "valid_r2", 1.0 - float(((outputs - y) ** 2).sum()) / total if total > 0 else 0.0
+    if loss == "bce":
+        predicted, actual = outputs > 0, y > 0.5
+        hits = float((predicted & actual).sum())
+        total = float(predicted.sum() + actual.sum())
+        return "valid_micro_f1", 2 * hits / total if total else 1.0
+    spread = float(((y - y.mean(axis=0)) ** 2).sum())
+    return "valid_r2", 1.0 - float(((outputs - y) ** 2).sum()) / spread if spread > 0 else 0.0
 
 
 def inference_batches(lengths: np.ndarray, max_tokens: int, max_len: int, max_rows: int = 1024,

@@ -70,9 +70,8 @@ def test_bad_targets_are_refused(tiny_weights, y, error, match):
         make(tiny_weights).fit(TEXTS, y)
 
 
-def test_class_weight_is_a_classifier_parameter_only():
-    assert "class_weight" not in ULMFiTRegressor().get_params()
-    assert set(ULMFiTRegressor().get_params()) == set(ULMFiTClassifier().get_params()) - {"class_weight"}
+def test_class_weight_and_threshold_are_classifier_parameters_only():
+    assert set(ULMFiTRegressor().get_params()) == set(ULMFiTClassifier().get_params()) - {"class_weight", "threshold"}
 
 
 def test_pipeline_cross_val_score_grid_search_and_sample_weight(tiny_weights):
