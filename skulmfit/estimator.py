@@ -452,6 +452,8 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         Every column is a label, however often it occurs: a label no training text has is kept,
         and learns a probability near 0.
         """
+        if not sparse.issparse(Y):
+            Y = Y.to_numpy() if hasattr(Y, "to_numpy") else np.asarray(Y)
         if type_of_target(Y) != "multilabel-indicator":
             raise ValueError(f"y must be 1-D (one label per text) or a 0/1 indicator matrix of labels "
                              f"(multi-label); got shape {Y.shape} of {type_of_target(Y)!r} targets")
