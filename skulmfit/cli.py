@@ -3,6 +3,7 @@
     skulmfit fit TRAIN.csv -o MODEL [--text-column text --label-column label] [--param lr=0.02 ...] [-v]
     skulmfit predict MODEL INPUT.csv -o OUT.csv [--proba]
     skulmfit evaluate MODEL TEST.csv
+    skulmfit explain MODEL "a text" ["another text" ...] [--target LABEL] [--steps 20]
     skulmfit pretrain CORPUS OUT --cache CACHE ...        (python -m skulmfit.pretrain's options)
     skulmfit models
 
@@ -219,6 +220,27 @@ def cmd_evaluate(args) -> None:
         print(name.rjust(width) + "".join(str(v).rjust(width) for v in row))
 
 
+def cmd_explain(args) -> None:
+    clf = _load_model(args.model)
+    target = args.target
+    if target is not None and hasattr(clf, "classes_"):  # a label from the command line is a string
+        matches = [c for c in clf.classes_.tolist() if str(c) == target]
+        if not matches:
+            raise UsageError(f"--target {target!r} is not one of the model's classes {clf.classes_.tolist()}")
+        target = matches[0]
+    elif target is not None:
+        if not target.isdigit():
+            raise UsageError(f"--target {target!r}: a regressor's target is an output index")
+        target = int(target)
+    try:
+        explanations = clf.explain(args.texts, target=target, steps=args.steps)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    for explanation in explanations:
+        print(explanation)
+        print("  most positive:", ", ".join(f"{t} {s:+.3f}" for t, s in explanation.top(5)))
+
+
 def cmd_models(args) -> None:
     from .pretrained import _registry
     registry = _registry()
@@ -268,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("test", help="table with text and label columns (- for standard input)")
     table_options(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
+
+    explain = commands.add_parser("explain", help="which tokens drove the predictions of some texts")
+    explain.add_argument("model")
+    explain.add_argument("texts", nargs="+", help="texts to explain")
+    explain.add_argument("--target", help="the class to explain (default: the predicted one)")
+    explain.add_argument("--steps", type=int, default=20, help="integrated-gradients steps (1: gradient x input)")
+    explain.set_defaults(run=cmd_explain)
 
     # Listed for the help text; main() hands its arguments to skulmfit.pretrain untouched.
     commands.add_parser("pretrain", help="pretrain a language model (options: skulmfit pretrain -h)", add_help=False)

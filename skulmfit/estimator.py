@@ -222,6 +222,40 @@ class _ULMFiTEstimator(BaseEstimator):
                        reverse=backwards, bf16=bf16)
                    for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
 
+    def explain(self, X, target=None, *, steps: int = 20) -> list:
+        """Which tokens drove each prediction: integrated gradients on the input embeddings.
+
+        Parameters
+        ----------
+        X : sequence of str
+        target : optional
+            The class to explain (a label of ``classes_``; for a regressor the output's index).
+            Default: each text's predicted class (multi-label: its most probable label; regressor:
+            output 0).
+        steps : int, default=20
+            Scales of the embeddings the integral is estimated with; 1 gives gradient x input.
+
+        Returns
+        -------
+        list of :class:`skulmfit.explain.Explanation`
+            Per text: its tokens and one attribution per token (positive pushed the explained
+            log-probability, or predicted value, up). They render as coloured HTML in Jupyter and
+            as text with ``print``. See :mod:`skulmfit.explain` for the method and its bounds.
+        """
+        from .explain import Explanation, integrated_gradients
+        check_is_fitted(self)
+        texts = _check_texts(X)
+        units, values, labels, output, unit_scale = self._explained(texts, target)
+        device = _resolve_device(self.device, fitted=True)
+        bf16 = _use_bf16(self.precision, device)
+        _ready_for_prediction(self.models_, device)
+        tokens = self.tokenizer_.tokenize_many(texts)
+        per_direction = [integrated_gradients(model, vocab.numericalize_many(tokens), units, output=output, steps=steps,
+                                              reverse=backwards, device=device, bf16=bf16)
+                         for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
+        return [Explanation(text, doc, np.mean([d[i] for d in per_direction], axis=0) * unit_scale[i], label, value)
+                for i, (text, doc, label, value) in enumerate(zip(texts, tokens, labels, values))]
+
     # ------------------------------------------------------------------------- persistence
 
     def save(self, path) -> None:
@@ -468,6 +502,20 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
     def _training_loss(self, target_attributes: dict) -> str:
         return "bce" if target_attributes["multilabel_"] else "cross_entropy"
 
+    def _explained(self, texts: list[str], target):
+        """Per text: the head unit to explain, its probability, its label; the output's link; unit scales."""
+        proba = self.predict_proba(texts)
+        if target is None:
+            units = proba.argmax(axis=1)
+        else:
+            matches = np.flatnonzero(self.classes_ == target)
+            if len(matches) != 1:
+                raise ValueError(f"target={target!r} is not one of classes_ {self.classes_.tolist()}")
+            units = np.full(len(texts), matches[0])
+        values = proba[np.arange(len(texts)), units]
+        output = "log_sigmoid" if self.multilabel_ else "log_softmax"
+        return units, values.tolist(), self.classes_[units].tolist(), output, np.ones(len(texts))
+
     def _class_weights(self, target_attributes: dict, y_encoded: np.ndarray) -> np.ndarray | None:
         classes = target_attributes["classes_"]
         if self.class_weight is None:
@@ -587,6 +635,17 @@ validation_fraction, n_iter_no_change, memory, random_state, verbose
         standardised = ((table - mean) / np.where(scale > 0, scale, 1.0)).astype(np.float32)
         return standardised, None, {"n_outputs_": table.shape[1], "y_mean_": mean, "y_scale_": scale,
                                     "_y_ndim": y.ndim}
+
+    def _explained(self, texts: list[str], target):
+        """Per text: the output to explain, its prediction, its index; identity link; the target's scale
+        (attributions are reported in the target's units)."""
+        output_index = 0 if target is None else target
+        if not isinstance(output_index, numbers.Integral) or not 0 <= output_index < self.n_outputs_:
+            raise ValueError(f"target={target!r}: a regressor's target is an output index in [0, {self.n_outputs_})")
+        predictions = self.predict(texts).reshape(len(texts), -1)[:, output_index]
+        units = np.full(len(texts), output_index)
+        scale = np.full(len(texts), self.y_scale_[output_index])
+        return units, predictions.tolist(), [output_index] * len(texts), "identity", scale
 
     def predict(self, X) -> np.ndarray:
         """Predicted targets: shape (n_samples,) if ``y`` was 1-D, else (n_samples, n_outputs)."""

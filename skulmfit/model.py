@@ -184,8 +184,11 @@ class AWDLSTM(nn.Module):
         self.input_dp = RNNDropout(c.input_p)
         self.hidden_dps = nn.ModuleList(RNNDropout(c.hidden_p) for _ in range(c.n_layers - 1))
 
-    def forward(self, ids: torch.Tensor, state: list | None = None):
-        x = self.input_dp(self.encoder_dp(ids))
+    def forward(self, ids: torch.Tensor, state: list | None = None, embedding_scale: torch.Tensor | None = None):
+        x = self.encoder_dp(ids)
+        if embedding_scale is not None:  # (batch, time, 1): scaled inputs, for integrated gradients
+            x = x * embedding_scale
+        x = self.input_dp(x)
         raw_outputs, new_state = [], []
         for layer, rnn in enumerate(self.rnns):
             x, layer_state = rnn(x, None if state is None else state[layer])
@@ -296,11 +299,17 @@ class TextClassifier(nn.Sequential):
         """fastai's classifier split: embedding, each LSTM, head."""
         return self[0].layer_groups() + [[self[1]]]
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self[1](self.pool(ids, lengths))
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, embedding_scale: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        return self[1](self.pool(ids, lengths, embedding_scale))
 
-    def pool(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def pool(self, ids: torch.Tensor, lengths: torch.Tensor, embedding_scale: torch.Tensor | None = None
+             ) -> torch.Tensor:
         """Concat pooling ``[last hidden state, max, mean]`` over each document's last ``max_len`` tokens.
+
+        ``embedding_scale`` (batch, time, 1), optional, multiplies each input embedding: its gradient
+        at a position is the output's gradient with respect to that embedding, dotted with it (what
+        integrated gradients sum; see :mod:`skulmfit.explain`).
 
         ``ids`` (batch, time) is padded at the end and its rows are sorted by ``lengths``, longest
         first (see :func:`skulmfit.batching.classifier_batches`), so the documents still running
@@ -328,7 +337,8 @@ class TextClassifier(nn.Sequential):
                 keeps_grad = pos >= first_window
                 end = min(pos + self.bptt, total) if keeps_grad else min(pos + max(self.max_len, self.bptt), first_window)
                 with torch.set_grad_enabled(keeps_grad and torch.is_grad_enabled()):
-                    out, _, state = encoder(ids[:n_active, pos:end], state)
+                    scale = None if embedding_scale is None else embedding_scale[:n_active, pos:end]
+                    out, _, state = encoder(ids[:n_active, pos:end], state, scale)
                 if keeps_grad:
                     out = out.to(torch.promote_types(out.dtype, torch.float32))  # pool bf16 in fp32
                     last, max_pool, sum_pool = self._update_pools(

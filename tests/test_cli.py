@@ -81,6 +81,13 @@ def test_evaluate_prints_accuracy_macro_f1_report_and_confusion_matrix(model, tr
     assert "confusion matrix" in out and out.rstrip().splitlines()[-1].split()[0] == "pos"
 
 
+def test_explain_prints_each_text_with_its_token_attributions(model, capsys):
+    assert main(["explain", model, "so great", "so awful", "--target", "pos", "--steps", "4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("target 'pos'") and "great[" in out[0] and out[1].startswith("  most positive:")
+    assert main(["explain", model, "x", "--target", "neutral"]) == 2
+
+
 def test_models_lists_the_bundled_models(capsys):
     assert main(["models"]) == 0
     assert "wiki-en-small (forward)" in capsys.readouterr().out
