@@ -76,3 +76,12 @@ def test_safe_format_round_trip(tiny_weights, tmp_path):
     loaded = skulmfit.load(tmp_path / "m")
     np.testing.assert_array_equal(loaded.predict_proba(texts), clf.predict_proba(texts))
     assert sparse.issparse(loaded.predict(texts)) and loaded.multilabel_
+
+
+def test_bidirectional_multi_label_and_its_explanations():
+    texts = ["a great film", "an awful film", "great music", "awful music"] * 4
+    Y = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 1], [0, 1, 1]] * 4)
+    clf = ULMFiTClassifier(pretrained=None, bidirectional=True, **{**TINY, "lm_epochs": 0}).fit(texts, Y)
+    assert len(clf.models_) == 2 and clf.predict(texts).shape == (16, 3)
+    [explanation] = clf.explain(["great music"], target=2)
+    assert explanation.target == 2 and explanation.value == pytest.approx(clf.predict_proba(["great music"])[0, 2])
