@@ -125,6 +125,8 @@ class _ULMFiTEstimator(BaseEstimator):
         self.verbose = verbose
 
     def _fit(self, X, y, unlabeled, sample_weight):
+        """Validates everything, fine-tunes the language model (cached with ``memory``), trains the head
+        of each direction, then sets every fitted attribute at once."""
         texts = _check_texts(X)
         extra = [] if unlabeled is None else _check_texts(unlabeled, "unlabeled")
         targets, stratify, target_attributes = self._check_targets(y, len(texts))
