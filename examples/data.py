@@ -58,4 +58,4 @@ def load(args: argparse.Namespace):
                                                random_state=0)
     if args.max_test and len(test_texts) > args.max_test:
         test_texts, test_labels = test_texts[:args.max_test], test_labels[:args.max_test]
-    return list(texts), list(labels), list(test_texts), list(test_labels)
+    return list(texts), [str(y) for y in labels], list(test_texts), [str(y) for y in test_labels]
