@@ -8,7 +8,13 @@ the sizes' timed blocks alternating so that a busy neighbour slows them alike. T
 absolute speed (``--reference-tokens-per-s``) comes from a separate quiet run of two reference arms
 side by side (``python -m skulmfit.pretrain ... --hours 0.04``, nothing else running).
 
-    python benchmarks/arm_budgets.py --vocab-sizes 8000 16000 16000:1024 --reference-tokens-per-s 18170 --minutes 60 --bf16
+Batches come from each arm's real token cache (``SIZE:N=CACHE``, a folder written by
+``skulmfit.pretrain --cache``) or, without one, from Zipf-distributed ids. Prefer real batches: a
+sampled softmax's cost depends on how many distinct targets a batch has, and Zipf batches overstate
+it (they measured a 16k:1024 arm at 1.43x the word-8k speed; real pretraining ran it at 1.24x).
+
+    python benchmarks/arm_budgets.py --vocab-sizes 8000=cache/corpus-word8k 16000:1024=cache/corpus-sub16000 \
+        --reference-tokens-per-s 18170 --minutes 60 --bf16
 """
 from __future__ import annotations
 
@@ -17,12 +23,15 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from skulmfit.batching import lm_batches, lm_rows  # noqa: E402
 from skulmfit.loss import SampledSoftmax  # noqa: E402
 from skulmfit.model import AWDLSTMConfig, LanguageModel  # noqa: E402
 from skulmfit.pretrain import machine_description  # noqa: E402
@@ -34,22 +43,56 @@ def zipf(vocab_size: int) -> torch.Tensor:
     return 1.0 / torch.arange(1, vocab_size + 1, dtype=torch.float64)
 
 
-def timed_block(model, optimizer, vocab_size: int, steps: int, batch_size: int, bptt: int, bf16: bool,
-                sampled: SampledSoftmax | None) -> float:
-    """Tokens per second over ``steps`` training steps on Zipf-distributed ids (with a sampled
-    softmax, the number of distinct targets per batch, hence the step's cost, depends on it)."""
+def zipf_batches(vocab_size: int, batch_size: int, bptt: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The same synthetic batch, forever."""
     x, y = torch.multinomial(zipf(vocab_size), 2 * batch_size * bptt, replacement=True).view(2, batch_size, bptt)
-    state = None
+    while True:
+        yield x, y
+
+
+def corpus_batches(train_ids: np.ndarray, batch_size: int, bptt: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive training batches of a token cache, as pretraining reads them, round and round."""
+    rows = lm_rows(train_ids, batch_size)
+    while True:
+        yield from lm_batches(rows, [bptt] * ((rows.shape[1] - 1) // bptt))
+
+
+def timed_block(model, optimizer, batches: Iterator, steps: int, bf16: bool, sampled: SampledSoftmax | None) -> float:
+    """Tokens per second over ``steps`` training steps."""
+    state, tokens = None, 0
     start = time.perf_counter()
     for _ in range(steps):
+        x, y = next(batches)
         _, state = lm_train_step(model, optimizer, x, y, state, bf16=bf16, sampled=sampled)
-    return steps * x.numel() / (time.perf_counter() - start)
+        tokens += x.numel()
+    return tokens / (time.perf_counter() - start)
+
+
+def arm_setup(arm: str, args) -> tuple:
+    """Model, optimizer, batches and sampled softmax for ``SIZE[:N][=CACHE]``."""
+    spec, _, cache = arm.partition("=")
+    vocab_size, _, n_sampled = spec.partition(":")
+    vocab_size = int(vocab_size)
+    if cache:
+        train_ids = np.load(Path(cache) / "train.ids.npy", mmap_mode="r")
+        counts = np.bincount(train_ids, minlength=vocab_size)
+        if len(counts) != vocab_size:
+            raise SystemExit(f"{cache} holds ids up to {len(counts) - 1}, not a {vocab_size}-token vocabulary")
+        batches = corpus_batches(train_ids, args.batch_size, args.bptt)
+    else:
+        counts = zipf(vocab_size)
+        batches = zipf_batches(vocab_size, args.batch_size, args.bptt)
+    sampled = SampledSoftmax(counts, int(n_sampled)) if n_sampled else None
+    model = LanguageModel(AWDLSTMConfig(vocab_size, args.emb_size, args.hidden_size, args.layers).scaled(0.2))
+    optimizer = make_optimizer(model.layer_groups(), [1e-3] * len(model.layer_groups()), 0.01)
+    return model, optimizer, batches, sampled
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vocab-sizes", nargs="+", required=True,
-                        help="the first is the reference; SIZE:N trains with a sampled softmax of N drawn ids")
+                        help="the first is the reference; SIZE:N trains with a sampled softmax of N drawn ids; "
+                             "SIZE[:N]=CACHE times batches of that pretraining token cache")
     parser.add_argument("--emb-size", type=int, default=128)
     parser.add_argument("--hidden-size", type=int, default=384)
     parser.add_argument("--layers", type=int, default=2)
@@ -66,19 +109,12 @@ def main() -> None:
     torch.manual_seed(0)
     setups = {}
     for arm in args.vocab_sizes:
-        vocab_size, _, n_sampled = arm.partition(":")
-        vocab_size = int(vocab_size)
-        sampled = SampledSoftmax(zipf(vocab_size), int(n_sampled)) if n_sampled else None
-        model = LanguageModel(AWDLSTMConfig(vocab_size, args.emb_size, args.hidden_size, args.layers).scaled(0.2))
-        optimizer = make_optimizer(model.layer_groups(), [1e-3] * len(model.layer_groups()), 0.01)
-        setup = (model, optimizer, vocab_size, sampled)
-        timed_block(*setup[:3], 2, args.batch_size, args.bptt, args.bf16, sampled)  # warm-up
-        setups[arm] = setup
+        model, optimizer, batches, sampled = setups[arm] = arm_setup(arm, args)
+        timed_block(model, optimizer, batches, 2, args.bf16, sampled)  # warm-up
     speeds = {arm: [] for arm in args.vocab_sizes}
     for _ in range(args.blocks):
-        for arm, (model, optimizer, vocab_size, sampled) in setups.items():
-            speeds[arm].append(timed_block(model, optimizer, vocab_size, args.steps, args.batch_size,
-                                           args.bptt, args.bf16, sampled))
+        for arm, (model, optimizer, batches, sampled) in setups.items():
+            speeds[arm].append(timed_block(model, optimizer, batches, args.steps, args.bf16, sampled))
     reference = statistics.median(speeds[args.vocab_sizes[0]])
     rows = []
     for arm, measured in speeds.items():

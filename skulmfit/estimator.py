@@ -214,15 +214,18 @@ class _ULMFiTEstimator(BaseEstimator):
         """For each block of :data:`PREDICT_CHUNK` texts, one output array per direction."""
         check_is_fitted(self)
         texts = _check_texts(X)
+        for start in range(0, len(texts), PREDICT_CHUNK):
+            yield self._outputs(self.tokenizer_.tokenize_many(texts[start:start + PREDICT_CHUNK]), pooled)
+
+    def _outputs(self, tokens: list[list[str]], pooled: bool) -> list[np.ndarray]:
+        """One output array per direction (head outputs, or pooled features) for tokenized texts."""
         device = _resolve_device(self.device, fitted=True)
         bf16 = _use_bf16(self.precision, device)
         run = pooled_features if pooled else predict_logits
         _ready_for_prediction(self.models_, device)
-        for start in range(0, len(texts), PREDICT_CHUNK):
-            tokens = self.tokenizer_.tokenize_many(texts[start:start + PREDICT_CHUNK])
-            yield [run(model, vocab.numericalize_many(tokens), batch_size=self.batch_size, device=device,
-                       reverse=backwards, bf16=bf16)
-                   for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
+        return [run(model, vocab.numericalize_many(tokens), batch_size=self.batch_size, device=device,
+                    reverse=backwards, bf16=bf16)
+                for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
 
     def explain(self, X, target=None, *, steps: int = 20) -> list:
         """Which tokens drove each prediction: integrated gradients on the input embeddings.
@@ -247,11 +250,10 @@ class _ULMFiTEstimator(BaseEstimator):
         from .explain import Explanation, integrated_gradients
         check_is_fitted(self)
         texts = _check_texts(X)
-        units, values, labels, output, unit_scale = self._explained(texts, target)
+        tokens = self.tokenizer_.tokenize_many(texts)
+        units, values, labels, output, unit_scale = self._explained(self._outputs(tokens, pooled=False), target)
         device = _resolve_device(self.device, fitted=True)
         bf16 = _use_bf16(self.precision, device)
-        _ready_for_prediction(self.models_, device)
-        tokens = self.tokenizer_.tokenize_many(texts)
         per_direction = [integrated_gradients(model, vocab.numericalize_many(tokens), units, output=output, steps=steps,
                                               reverse=backwards, device=device, bf16=bf16)
                          for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
@@ -504,19 +506,19 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
     def _training_loss(self, target_attributes: dict) -> str:
         return "bce" if target_attributes["multilabel_"] else "cross_entropy"
 
-    def _explained(self, texts: list[str], target):
+    def _explained(self, outputs: list[np.ndarray], target):
         """Per text: the head unit to explain, its probability, its label; the output's link; unit scales."""
-        proba = self.predict_proba(texts)
+        proba = self._probabilities(outputs)
         if target is None:
             units = proba.argmax(axis=1)
         else:
             matches = np.flatnonzero(self.classes_ == target)
             if len(matches) != 1:
                 raise ValueError(f"target={target!r} is not one of classes_ {self.classes_.tolist()}")
-            units = np.full(len(texts), matches[0])
-        values = proba[np.arange(len(texts)), units]
+            units = np.full(len(proba), matches[0])
+        values = proba[np.arange(len(proba)), units]
         output = "log_sigmoid" if self.multilabel_ else "log_softmax"
-        return units, values.tolist(), self.classes_[units].tolist(), output, np.ones(len(texts))
+        return units, values.tolist(), self.classes_[units].tolist(), output, np.ones(len(proba))
 
     def _class_weights(self, target_attributes: dict, y_encoded: np.ndarray) -> np.ndarray | None:
         classes = target_attributes["classes_"]
@@ -542,11 +544,13 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
 
         Multi-label: the probability of each label, independently (rows need not sum to 1).
         """
-        probabilities = []
-        for chunk in self._chunks(X, pooled=False):
-            link = torch.sigmoid if self.multilabel_ else partial(torch.softmax, dim=1)
-            probabilities.append(np.mean([link(torch.from_numpy(logits)).numpy() for logits in chunk], axis=0))
+        probabilities = [self._probabilities(outputs) for outputs in self._chunks(X, pooled=False)]
         return np.concatenate(probabilities) if probabilities else np.zeros((0, len(self.classes_)))
+
+    def _probabilities(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """The directions' logits -> probabilities, averaged over the directions."""
+        link = torch.sigmoid if self.multilabel_ else partial(torch.softmax, dim=1)
+        return np.mean([link(torch.from_numpy(logits)).numpy() for logits in outputs], axis=0)
 
     def predict(self, X):
         """The most probable class of each text; multi-label: the indicator matrix of the labels whose
@@ -638,23 +642,26 @@ validation_fraction, n_iter_no_change, memory, random_state, verbose
         return standardised, None, {"n_outputs_": table.shape[1], "y_mean_": mean, "y_scale_": scale,
                                     "_y_ndim": y.ndim}
 
-    def _explained(self, texts: list[str], target):
+    def _explained(self, outputs: list[np.ndarray], target):
         """Per text: the output to explain, its prediction, its index; identity link; the target's scale
         (attributions are reported in the target's units)."""
         output_index = 0 if target is None else target
         if not isinstance(output_index, numbers.Integral) or not 0 <= output_index < self.n_outputs_:
             raise ValueError(f"target={target!r}: a regressor's target is an output index in [0, {self.n_outputs_})")
-        predictions = self.predict(texts).reshape(len(texts), -1)[:, output_index]
-        units = np.full(len(texts), output_index)
-        scale = np.full(len(texts), self.y_scale_[output_index])
-        return units, predictions.tolist(), [output_index] * len(texts), "identity", scale
+        predictions = self._values(outputs)[:, output_index]
+        units = np.full(len(predictions), output_index)
+        scale = np.full(len(predictions), self.y_scale_[output_index])
+        return units, predictions.tolist(), [output_index] * len(predictions), "identity", scale
 
     def predict(self, X) -> np.ndarray:
         """Predicted targets: shape (n_samples,) if ``y`` was 1-D, else (n_samples, n_outputs)."""
-        blocks = [np.mean(per_direction, axis=0) for per_direction in self._chunks(X, pooled=False)]
-        standardised = np.concatenate(blocks) if blocks else np.zeros((0, self.n_outputs_), np.float32)
-        values = standardised * self.y_scale_ + self.y_mean_
+        blocks = [self._values(outputs) for outputs in self._chunks(X, pooled=False)]
+        values = np.concatenate(blocks) if blocks else np.zeros((0, self.n_outputs_), np.float32)
         return values.ravel() if self._y_ndim == 1 else values
+
+    def _values(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """The directions' standardised outputs -> targets in y's units, shape (n, n_outputs)."""
+        return np.mean(outputs, axis=0) * self.y_scale_ + self.y_mean_
 
 
 def _ndim(y) -> int:

@@ -62,3 +62,24 @@ def test_batch_prediction_keeps_order_and_sends_the_model_once(client, fitted, t
     held = client.has_what()
     assert len(held) == 2 and all(any(k.startswith("ULMFiTClassifier") for k in map(str, keys))
                                   for keys in held.values())
+
+
+def test_a_shared_memory_folder_is_reused_across_workers(client, tiny_weights, binary_task, tmp_path):
+    """A second search on the cluster finds every fine-tuned language model the first one wrote."""
+    texts, y = binary_task
+    memory = str(tmp_path / "lm-cache")
+
+    def search(learning_rates):
+        with joblib.parallel_backend("dask", scatter=[texts, y]):
+            return GridSearchCV(ULMFiTClassifier(pretrained=str(tiny_weights), memory=memory, **TINY),
+                                {"lr": learning_rates}, cv=2, n_jobs=-1).fit(texts, y)
+
+    search([0.01, 0.05])
+    outputs = sorted((tmp_path / "lm-cache").rglob("output.pkl"))
+    assert len(outputs) == 3  # one language model per fold and one for the refit: lr is a head parameter
+    written = {path: path.stat().st_mtime_ns for path in outputs}
+    again = search([0.02, 0.1])
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "lm-cache").rglob("output.pkl")} == written
+    uncached = GridSearchCV(ULMFiTClassifier(pretrained=str(tiny_weights), **TINY), {"lr": [0.02, 0.1]}, cv=2)
+    np.testing.assert_array_equal(again.cv_results_["mean_test_score"],
+                                  uncached.fit(texts, y).cv_results_["mean_test_score"])

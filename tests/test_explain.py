@@ -41,6 +41,14 @@ def test_attributions_add_up_to_the_change_from_the_zero_embedding(keyword_model
         assert attribution.sum() == pytest.approx(float(full - zero), abs=0.05 + 0.05 * abs(float(full - zero)))
 
 
+def test_texts_are_tokenized_once(keyword_model, monkeypatch):
+    calls = []
+    tokenize_many = keyword_model.tokenizer_.tokenize_many
+    monkeypatch.setattr(keyword_model.tokenizer_, "tokenize_many", lambda texts: calls.append(1) or tokenize_many(texts))
+    keyword_model.explain(["The plot was superb.", "A dreadful film."])
+    assert len(calls) == 1
+
+
 def test_explaining_a_given_class_and_rendering(keyword_model):
     [explanation] = keyword_model.explain(["The plot was superb."], target="bad")
     assert explanation.target == "bad" and explanation.value < 0.5
