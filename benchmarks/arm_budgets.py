@@ -8,6 +8,7 @@ the sizes' timed blocks alternating so that a busy neighbour slows them alike. T
 absolute speed (``--reference-tokens-per-s``) comes from a separate quiet run of two reference arms
 side by side (``python -m skulmfit.pretrain ... --hours 0.04``, nothing else running).
 
+An arm may also have its own model size (``@EMBxHIDDENxLAYERS``).
 Batches come from each arm's real token cache (``SIZE:N=CACHE``, a folder written by
 ``skulmfit.pretrain --cache``) or, without one, from Zipf-distributed ids. Prefer real batches: a
 sampled softmax's cost depends on how many distinct targets a batch has, and Zipf batches overstate
@@ -69,7 +70,10 @@ def timed_block(model, optimizer, batches: Iterator, steps: int, bf16: bool, sam
 
 
 def arm_setup(arm: str, args) -> tuple:
-    """Model, optimizer, batches and sampled softmax for ``SIZE[:N][=CACHE]``."""
+    """Model, optimizer, batches and sampled softmax for ``SIZE[:N][=CACHE][@EMBxHIDDENxLAYERS]``."""
+    arm, _, shape = arm.partition("@")
+    emb_size, hidden_size, layers = map(int, shape.split("x")) if shape else (args.emb_size, args.hidden_size,
+                                                                             args.layers)
     spec, _, cache = arm.partition("=")
     vocab_size, _, n_sampled = spec.partition(":")
     vocab_size = int(vocab_size)
@@ -83,7 +87,7 @@ def arm_setup(arm: str, args) -> tuple:
         counts = zipf(vocab_size)
         batches = zipf_batches(vocab_size, args.batch_size, args.bptt)
     sampled = SampledSoftmax(counts, int(n_sampled)) if n_sampled else None
-    model = LanguageModel(AWDLSTMConfig(vocab_size, args.emb_size, args.hidden_size, args.layers).scaled(0.2))
+    model = LanguageModel(AWDLSTMConfig(vocab_size, emb_size, hidden_size, layers).scaled(0.2))
     optimizer = make_optimizer(model.layer_groups(), [1e-3] * len(model.layer_groups()), 0.01)
     return model, optimizer, batches, sampled
 
@@ -92,7 +96,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vocab-sizes", nargs="+", required=True,
                         help="the first is the reference; SIZE:N trains with a sampled softmax of N drawn ids; "
-                             "SIZE[:N]=CACHE times batches of that pretraining token cache")
+                             "SIZE[:N]=CACHE times batches of that pretraining token cache; a suffix "
+                             "@EMBxHIDDENxLAYERS gives that arm its own model size")
     parser.add_argument("--emb-size", type=int, default=128)
     parser.add_argument("--hidden-size", type=int, default=384)
     parser.add_argument("--layers", type=int, default=2)
