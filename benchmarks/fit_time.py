@@ -1,0 +1,73 @@
+"""How long a default fit takes with each candidate language model: the issue's practical limits are
+all 5,452 TREC-6 questions in at most 120 s and 500 short texts (SST-2 sentences) in at most 60 s
+on this 2-core CPU.
+
+Each fit runs in a fresh process (loading the model counts, as it does for a user) with every
+default but ``pretrained``; the settings alternate so that drift on the machine hits them alike; the
+median of ``--repeats`` counts. Run it on a quiet machine.
+
+    python benchmarks/fit_time.py --data ../shared/data --pretrained wiki-en-small skulmfit/weights/wiki-en-sub.fwd.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from accuracy import git_commit  # same folder
+from skulmfit.pretrain import machine_description
+
+TASKS = {"trec-all": ("trec", None), "sst2-500": ("sst2", 500)}
+
+CHILD = """
+import json, sys, time
+import numpy as np
+sys.path.insert(0, {folder!r})
+from accuracy import read_csv
+texts, labels = read_csv(__import__("pathlib").Path({csv!r}))
+if {n} is not None:
+    keep = np.random.default_rng(0).choice(len(texts), {n}, replace=False)
+    texts, labels = [texts[i] for i in keep], labels[keep]
+start = time.perf_counter()
+from skulmfit import ULMFiTClassifier
+ULMFiTClassifier(pretrained={pretrained!r}, random_state=0).fit(texts, labels)
+print(json.dumps({{"seconds": time.perf_counter() - start}}))
+"""
+
+
+def fit_seconds(pretrained: str, csv: Path, n: int | None) -> float:
+    code = CHILD.format(folder=str(Path(__file__).parent), csv=str(csv), n=n, pretrained=pretrained)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with trec/ and sst2/")
+    parser.add_argument("--pretrained", nargs="+", required=True, help="bundled names or weight files")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fit_time.json")
+    args = parser.parse_args()
+    seconds = {(p, t): [] for p in args.pretrained for t in args.tasks}
+    for _ in range(args.repeats):
+        for task in args.tasks:
+            folder, n = TASKS[task]
+            for pretrained in args.pretrained:
+                seconds[(pretrained, task)].append(fit_seconds(pretrained, args.data / folder / "train.csv", n))
+                print(json.dumps({"pretrained": pretrained, "task": task, "seconds": round(seconds[(pretrained, task)][-1], 1)}),
+                      flush=True)
+    rows = [{"pretrained": p, "task": t, "median_seconds": round(statistics.median(s), 1), "runs": [round(x, 1) for x in s]}
+            for (p, t), s in seconds.items()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"rows": rows, "skulmfit_commit": git_commit(), "machine": machine_description()},
+                                   indent=2))
+    for row in rows:
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
