@@ -306,3 +306,20 @@ def test_bundled_model_loads_quickly():
     assert lm.state_dict["1.decoder.weight"] is lm.state_dict["0.encoder.weight"]
     assert np.isfinite(lm.state_dict["0.encoder.weight"].numpy()).all()
     assert resolve(name).itos == lm.itos
+
+
+def test_every_bundled_model_loads_quickly_and_all_fit_in_60_mb():
+    """The language-model issue's limits on what ships: at most 60 MB together, each file loads in under 2 s."""
+    folder = pretrained_module._weights_dir()
+    if not folder.is_dir():
+        pytest.skip("no bundled weights folder in this checkout")
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 60_000_000
+    for name in available_models():
+        for backwards in (False, True):
+            start = time.perf_counter()
+            try:
+                lm = load_bundled(name, backwards)
+            except ValueError:  # this model has one direction only
+                continue
+            assert time.perf_counter() - start < 2.0, f"loading {name} ({'backward' if backwards else 'forward'})"
+            assert lm.backwards is backwards
