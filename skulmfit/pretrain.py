@@ -241,11 +241,16 @@ def train(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     cache, out = Path(args.cache), Path(args.out)
     init = load_weights(args.init) if args.init else None
-    # A run from committed weights keeps their tokenizer and vocabulary, on any corpus.
-    given = None if init is None else (init.tokenizer, Vocab(init.itos))
+    # A run from committed weights keeps their tokenizer and vocabulary, on any corpus; so does the
+    # other direction of a model (--vocab-from), whose two directions must share one text pipeline.
+    source = init if init is not None else (load_weights(args.vocab_from) if args.vocab_from else None)
+    given = None if source is None else (source.tokenizer, Vocab(source.itos))
     train_ids, valid_ids, vocab, tokenizer = prepare_corpus(Path(args.corpus), cache, args.vocab_size, args.min_freq,
                                                             args.jobs, subword=args.tokenizer == "subword",
                                                             given=given)
+    if source is not None and (source.itos != vocab.to_list() or source.tokenizer != tokenizer):
+        raise SystemExit(f"{args.cache} holds a corpus cache with another tokenizer or vocabulary than "
+                         f"{args.init or args.vocab_from}; use another --cache folder")
     if args.backwards:
         train_ids, valid_ids = train_ids[::-1], valid_ids[::-1].copy()
     valid_ids = valid_ids[:VALID_TOKENS]
@@ -263,8 +268,8 @@ def train(args: argparse.Namespace) -> None:
         progress = saved["progress"]
         print(f"resuming from {checkpointer.state_path}: {progress['tokens_seen']:,} tokens seen", flush=True)
     elif init is not None:
-        if init.itos != vocab.to_list() or init.tokenizer != tokenizer or init.config.sizes() != config.sizes():
-            raise SystemExit(f"--init {args.init} does not match this corpus cache's tokenizer, vocabulary and sizes")
+        if init.config.sizes() != config.sizes():
+            raise SystemExit(f"--init {args.init} has sizes {init.config.sizes()}, not {config.sizes()}")
         model.load_state_dict(init.state_dict)
         # The card records how far training got, so a fresh machine continues where it stopped
         # (with a fresh optimizer: its state is too large to commit).
@@ -335,8 +340,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", default="wiki-en-small")
     parser.add_argument("--cache", required=True, help="folder for the token cache and resumable checkpoints")
     parser.add_argument("--backwards", action="store_true", help="train a backward (right-to-left) model")
-    parser.add_argument("--init", help="skulmfit weight file to start from when the cache holds no checkpoint; "
-                                       "a new corpus cache takes its tokenizer and vocabulary")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--init", help="skulmfit weight file to start from when the cache holds no checkpoint; "
+                                      "a new corpus cache takes its tokenizer and vocabulary")
+    start.add_argument("--vocab-from", help="skulmfit weight file whose tokenizer and vocabulary (not weights) a "
+                                            "new corpus cache takes: to train the other direction of that model")
     parser.add_argument("--tokenizer", choices=("word", "subword"), default="word",
                         help="whole words (out-of-vocabulary words become xxunk) or unigram subword pieces")
     parser.add_argument("--vocab-size", type=int, default=8000)

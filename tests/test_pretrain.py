@@ -132,6 +132,30 @@ def test_train_checkpoint_resume_and_init(corpus, tmp_path, capsys):
     assert moved.itos == first.itos and "zebra" not in moved.itos
 
 
+def test_the_backward_model_of_a_forward_one_shares_its_tokenizer(corpus, tmp_path):
+    pytest.importorskip("sentencepiece", reason="learning a subword vocabulary needs sentencepiece")
+    main([str(corpus), str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--name", "toy",
+          "--max-tokens", "300", *TINY, "--tokenizer", "subword", "--vocab-size", "400"])
+    forward = load_weights(tmp_path / "out" / "toy.fwd.pt")
+    # Another machine (no cache), a corpus whose own pieces would differ: the pipeline is taken, not learnt.
+    other = tmp_path / "other-corpus"
+    other.mkdir()
+    (other / "train.txt").write_text("\n".join(["Zebras and quokkas graze quietly."] * 200))
+    (other / "valid.txt").write_text("The quokka ran.\n")
+    main([str(other), str(tmp_path / "out"), "--cache", str(tmp_path / "cache2"), "--name", "toy", "--backwards",
+          "--vocab-from", str(tmp_path / "out" / "toy.fwd.pt"), "--max-tokens", "300", *TINY])
+    backward = load_weights(tmp_path / "out" / "toy.bwd.pt")
+    assert backward.backwards and backward.itos == forward.itos and backward.tokenizer == forward.tokenizer
+    # A cache built for another pipeline (here word-level) is refused rather than silently mixed.
+    main([str(corpus), str(tmp_path / "words"), "--cache", str(tmp_path / "cache-words"), "--max-tokens", "100", *TINY])
+    with pytest.raises(SystemExit, match="another tokenizer or vocabulary"):
+        main([str(corpus), str(tmp_path / "out3"), "--cache", str(tmp_path / "cache-words"), "--name", "toy",
+              "--vocab-from", str(tmp_path / "out" / "toy.fwd.pt"), "--max-tokens", "300", *TINY])
+    with pytest.raises(SystemExit):  # one or the other
+        main([str(other), str(tmp_path / "out4"), "--cache", str(tmp_path / "cache4"),
+              "--init", str(tmp_path / "out" / "toy.fwd.pt"), "--vocab-from", str(tmp_path / "out" / "toy.fwd.pt")])
+
+
 def test_backwards_model(corpus, tmp_path):
     out = tmp_path / "out"
     main([str(corpus), str(out), "--cache", str(tmp_path / "cache"), "--name", "toy", "--backwards",
