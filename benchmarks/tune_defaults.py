@@ -2,11 +2,15 @@
 
 Each run fits one parameter setting on a stratified sample of ``--labels`` training texts and
 scores it on validation texts: SST-2's official dev split, and for TREC-6 and IMDb (no dev
-split) 1,000 and 2,000 training texts outside every sample. One JSON record per run goes to ``--out``; the summary
-prints the mean validation accuracy per setting and dataset.
+split) 1,000 and 2,000 training texts outside every sample. With ``--unlabeled N`` each fit also gets N
+other training texts of the pool (outside its sample, never a validation text) as ``unlabeled``, to
+tune the semi-supervised path. One JSON record per run goes to ``--out``; the summary prints the mean
+validation accuracy per setting and dataset.
 
     python benchmarks/tune_defaults.py --data ../shared/data --datasets sst2 trec --seeds 0 1 \\
         --settings '{}' '{"lr": 0.02}' '{"drop_mult": 0.2}'
+    python benchmarks/tune_defaults.py --data ../shared/data --datasets sst2 --labels 500 --unlabeled 5000 \
+        --settings '{"lm_epochs": 2}' '{"lm_epochs": 6}'
 """
 from __future__ import annotations
 
@@ -46,6 +50,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["sst2", "trec"], choices=["sst2", "trec", "imdb"])
     parser.add_argument("--labels", type=int, default=500)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--unlabeled", type=int, default=0,
+                        help="other training texts of the pool given to fit as unlabeled (a seeded sample)")
     parser.add_argument("--settings", nargs="+", default=["{}"], help="JSON objects of ULMFiTClassifier parameters")
     parser.add_argument("--pretrained", help="a fixed copy of the weights (pretraining may be rewriting the bundled ones)")
     parser.add_argument("--tag", help="a name for the runs' pretrained model or variant, shown in the summary")
@@ -55,13 +61,17 @@ def main() -> None:
     for dataset in args.datasets:
         X, y, X_valid, y_valid = tuning_split(args.data, dataset)
         for seed in args.seeds:
-            sample = train_test_split(np.arange(len(y)), train_size=args.labels, stratify=y, random_state=seed)[0]
+            sample, rest = train_test_split(np.arange(len(y)), train_size=args.labels, stratify=y, random_state=seed)
+            extra = np.random.default_rng(seed).permutation(rest)[:args.unlabeled]
+            unlabeled = [X[i] for i in extra] if args.unlabeled else None
             for setting in map(json.loads, args.settings):
                 start = time.perf_counter()
                 fixed = {"pretrained": args.pretrained} if args.pretrained else {}
-                model = ULMFiTClassifier(random_state=seed, **fixed, **setting).fit([X[i] for i in sample], y[sample])
+                model = ULMFiTClassifier(random_state=seed, **fixed, **setting)
+                model.fit([X[i] for i in sample], y[sample], unlabeled=unlabeled)
                 lm = resolve(model.pretrained).card
-                record = {"dataset": dataset, "labels": args.labels, "seed": seed, "setting": setting, "tag": args.tag,
+                record = {"dataset": dataset, "labels": args.labels, "unlabeled": len(extra) if args.unlabeled else 0,
+                          "seed": seed, "setting": setting, "tag": args.tag,
                           "pretrained": {"source": str(model.pretrained), "tokens_seen": lm.get("tokens_seen")},
                           "valid_accuracy": float(np.mean(model.predict(X_valid) == y_valid)),
                           "seconds": round(time.perf_counter() - start, 1), "machine": machine}
@@ -76,10 +86,11 @@ def summarize(path: Path) -> None:
     scores = defaultdict(list)
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        key = (r["dataset"], r["labels"], r.get("tag") or "", json.dumps(r["setting"], sort_keys=True))
+        key = (r["dataset"], r["labels"], r.get("unlabeled", 0), r.get("tag") or "", json.dumps(r["setting"], sort_keys=True))
         scores[key].append(r["valid_accuracy"])
-    for (dataset, labels, tag, setting), accs in sorted(scores.items()):
-        print(f"{dataset} {labels} {tag} {setting}: {statistics.mean(accs):.4f} over {len(accs)} seeds")
+    for (dataset, labels, unlabeled, tag, setting), accs in sorted(scores.items()):
+        extra = f" +{unlabeled} unlabeled" if unlabeled else ""
+        print(f"{dataset} {labels}{extra} {tag} {setting}: {statistics.mean(accs):.4f} over {len(accs)} seeds")
 
 
 if __name__ == "__main__":

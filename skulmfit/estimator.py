@@ -147,6 +147,7 @@ class _ULMFiTEstimator(BaseEstimator):
         lm_sources = [resolve(self.pretrained, backwards=backwards) for backwards in directions]
         tokenizer = _shared_tokenizer(lm_sources, self.pretrained)
         tokens = tokenizer.tokenize_many(texts + extra)
+        lm_corpus = _language_model_corpus(texts, extra, tokens)
         n_threads = torch.get_num_threads()
         vocabs, models, histories = [], [], []
         with _explain_non_finite_loss(self, bf16):
@@ -154,7 +155,7 @@ class _ULMFiTEstimator(BaseEstimator):
                 # With random_state=None the seed stays out of the cache key (as in a Pipeline's memory):
                 # otherwise every fit would draw a new seed and never reuse a cached language model.
                 encoder = _cached(self.memory, fine_tune_encoder, ignore_seed=self.random_state is None)(
-                    tokens, lm_source, _fingerprint(self.pretrained), backwards,
+                    lm_corpus, lm_source, _fingerprint(self.pretrained), backwards,
                     dict(lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
                          drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
                          discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
@@ -444,6 +445,8 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
             (dense or scipy sparse) with one column per label.
         unlabeled : sequence of str, optional
             Extra texts used only for language-model fine-tuning (semi-supervised ULMFiT).
+            A labelled text that is also among them is read once; so with ``memory``, label
+            samples drawn from one unlabelled corpus share one fine-tuned language model.
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weight of each text's label in the classifier's loss, multiplied with
             ``class_weight``. Each batch's loss is the weighted mean, so a weight of 2 counts as the
@@ -615,6 +618,8 @@ validation_fraction, n_iter_no_change, memory, random_state, verbose
             Real targets, finite.
         unlabeled : sequence of str, optional
             Extra texts used only for language-model fine-tuning.
+            A labelled text that is also among them is read once; so with ``memory``, label
+            samples drawn from one unlabelled corpus share one fine-tuned language model.
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weight of each text in the loss (weighted mean per batch).
 
@@ -784,6 +789,20 @@ def _cached(memory, function, ignore_seed: bool = False):
     # The pretrained model is identified by its fingerprint: hashing its weights at every call would be slow.
     ignored = ["lm_source", "verbose"]
     return memory.cache(function, ignore=ignored + ["seed"] if ignore_seed else ignored)
+
+
+def _language_model_corpus(texts: list[str], extra: list[str], tokens: list[list[str]]) -> list[list[str]]:
+    """The documents the language model is fine-tuned on: the labelled texts that are not also among
+    the unlabelled ones, then the unlabelled texts (``tokens`` holds both, in that order).
+
+    A text given in both is read once. So when every labelled text is drawn from the unlabelled
+    corpus, as when one corpus serves several label budgets or samples, the language-model corpus is
+    the same for all of them and ``memory`` fine-tunes it once.
+    """
+    if not extra:
+        return tokens
+    unlabeled = set(extra)
+    return [doc for text, doc in zip(texts, tokens) if text not in unlabeled] + tokens[len(texts):]
 
 
 def _shared_tokenizer(lm_sources: list[PretrainedLM | None], pretrained) -> Tokenizer:

@@ -599,6 +599,21 @@ def test_unlabeled_texts_feed_language_model_fine_tuning(tiny_weights, binary_ta
     assert len(clf.history_[0]) == len(without.history_[0])  # the classifier saw the labelled texts only
 
 
+def test_labelled_texts_among_the_unlabelled_are_read_once_and_share_one_cached_lm(
+        tiny_weights, three_class_task, tmp_path, monkeypatch):
+    """One unlabelled corpus serving several label samples: its language model is fine-tuned once."""
+    corpus, y = three_class_task
+    calls = spy(monkeypatch, "fine_tune_language_model")
+    clf = make(tiny_weights, memory=str(tmp_path))
+    clf.fit(corpus[::2], y[::2], unlabeled=corpus)
+    assert len(calls[0][0][1]) == len(corpus)  # not 1.5x: the labelled texts are in the corpus already
+    clf.fit(corpus[1::2], y[1::2], unlabeled=corpus)  # another sample of the same corpus: cache hit
+    assert len(calls) == 1
+    clf.fit(corpus[1::2], y[1::2], unlabeled=corpus[:-1])  # another corpus: fine-tuned again
+    assert len(calls) == 2
+    assert len(calls[1][0][1]) == len(corpus)  # the one labelled text outside it is read as well
+
+
 def test_a_million_token_document_trains_and_predicts_in_bounded_memory(tiny_weights, binary_task):
     """BPT3C: only the last max_len tokens keep activations, so a 1,000,000-token document fits
     and predicts with memory far below what full backpropagation through it would need.
