@@ -29,7 +29,7 @@ from .text import Tokenizer
 
 FORMAT = "skulmfit-awdlstm-1"
 TIED_KEYS = ("0.encoder_dp.emb.weight", "1.decoder.weight")
-DEFAULT_MODEL = "wiki-en-small"
+DEFAULT_MODEL = "wiki-en-sub"
 
 
 @dataclass
