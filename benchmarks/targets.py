@@ -36,6 +36,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 from accuracy import git_commit, read_rows  # same folder
 from skulmfit import ULMFiTClassifier, ULMFiTRegressor
 from skulmfit.pretrain import machine_description
+from skulmfit.pretrained import DEFAULT_MODEL
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -56,9 +57,9 @@ def load_reuters(data: Path):
     return [r["text"] for r in train], Y_train, [r["text"] for r in test], Y_test, len(test)
 
 
-def make_model(task: str, method: str, seed: int):
+def make_model(task: str, method: str, seed: int, pretrained: str):
     if method == "skulmfit":
-        return (ULMFiTRegressor if task == "ratings" else ULMFiTClassifier)(random_state=seed)
+        return (ULMFiTRegressor if task == "ratings" else ULMFiTClassifier)(pretrained, random_state=seed)
     tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2)
     if task == "ratings":
         return GridSearchCV(make_pipeline(tfidf, Ridge()), {"ridge__alpha": [0.3, 1, 3, 10]}, cv=3,
@@ -86,11 +87,13 @@ def run(args) -> None:
                           else np.random.default_rng(seed).permutation(len(X))[:int(budget)])
                 for method in args.methods:
                     start = time.perf_counter()
-                    model = make_model(task, method, seed).fit([X[i] for i in subset], y[subset])
+                    model = make_model(task, method, seed, args.pretrained).fit([X[i] for i in subset], y[subset])
                     record = {"task": task, "method": method, "budget": budget, "seed": seed,
                               **scores(task, y_test, model.predict(X_test)),
                               "test": f"{len(X_test)}/{test_total}", "seconds": round(time.perf_counter() - start, 1),
                               "skulmfit_commit": commit, "machine": machine}
+                    if method == "skulmfit":
+                        record["pretrained"] = args.pretrained
                     if hasattr(model, "best_params_"):
                         record["cv_choice"] = model.best_params_
                     with open(args.out, "a") as f:
@@ -102,7 +105,8 @@ def table(path: Path) -> str:
     runs = defaultdict(list)
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        runs[(r["task"], r["method"], r["budget"], r["test"])].append(r)
+        method = f"{r['method']} ({r['pretrained']})" if "pretrained" in r else r["method"]
+        runs[(r["task"], method, r["budget"], r["test"])].append(r)
     lines = ["| task | method | labels | test texts | metrics (mean ± std over seeds) | runs |", "|---|---|---|---|---|---|"]
     for (task, method, budget, test), group in sorted(runs.items()):
         names = ("rmse", "spearman") if task == "ratings" else ("micro_f1", "macro_f1")
@@ -122,6 +126,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=["skulmfit", "tfidf"], default=["skulmfit", "tfidf"])
     parser.add_argument("--budgets", nargs="+", default=["500", "2000"], help="training texts, or 'all'")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--pretrained", default=DEFAULT_MODEL, help="the skulmfit models' language model")
     parser.add_argument("--max-test", type=int, default=5000, help="IMDb test reviews scored (0 = all 25,000)")
     parser.add_argument("--out", type=Path, default=RESULTS / "targets.jsonl")
     parser.add_argument("--table-only", action="store_true")
