@@ -9,7 +9,7 @@ validation accuracy per setting and dataset.
 
     python benchmarks/tune_defaults.py --data ../shared/data --datasets sst2 trec --seeds 0 1 \\
         --settings '{}' '{"lr": 0.02}' '{"drop_mult": 0.2}'
-    python benchmarks/tune_defaults.py --data ../shared/data --datasets sst2 --labels 500 --unlabeled 5000 \
+    python benchmarks/tune_defaults.py --data ../shared/data --datasets sst2 --labels 500 --unlabeled 5000 \\
         --settings '{"lm_epochs": 2}' '{"lm_epochs": 6}'
 """
 from __future__ import annotations
