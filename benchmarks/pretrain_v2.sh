@@ -25,7 +25,11 @@ common=(--name "$name" --cache "$work" --tokenizer subword --vocab-size 16000 --
         --hours "$hours" --threads 1 --bf16 --checkpoint-minutes 10 --jobs 2)
 start_from() {  # $1 = fwd or bwd: the flags that tell pretraining where this direction starts
   local committed=skulmfit/weights/$name.$1.pt
-  if [ -f "$work/checkpoint.$1.pt" ]; then return; fi
+  # A checkpoint resumes itself, but the cache it reads was built from the committed tokenizer and
+  # vocabulary, so name them again for pretraining to check the cache against.
+  if [ -f "$work/checkpoint.$1.pt" ]; then
+    if [ -f "$committed" ]; then echo "--vocab-from $committed"; fi; return
+  fi
   if [ -f "$committed" ]; then echo "--init $committed"; return; fi
   if [ "$1" = bwd ]; then echo "--vocab-from skulmfit/weights/$name.fwd.pt"; fi
 }
