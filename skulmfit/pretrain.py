@@ -120,11 +120,15 @@ def prepare_corpus(corpus: Path, cache: Path, vocab_size: int, min_freq: int, n_
     if given is not None:
         subword, vocab_size, min_freq = given[0].subword, len(given[1]), 0
     settings = {"vocab_size": vocab_size, "min_freq": min_freq, "tokenizer": "subword" if subword else "word"}
+    if given is not None:
+        settings["from_model"] = True  # the vocabulary came with --init or --vocab-from, not from counts
     if settings_path.exists() and given is None:  # with given, train() compares the vocabularies themselves
         saved = json.loads(settings_path.read_text())
         if {"tokenizer": "word", **saved} != settings:  # caches from before subwords are word-level
-            raise SystemExit(f"{cache} holds a corpus cache built with {saved}, not {settings}; "
-                             "use another --cache folder")
+            hint = "; it was built from a model's vocabulary: name that model again with --init or --vocab-from" \
+                if saved.get("from_model") else ""
+            raise SystemExit(f"{cache} holds a corpus cache built with {saved}, not {settings}{hint}; "
+                             "or use another --cache folder")
     if not (all(p.exists() for p in paths.values()) and vocab_path.exists()):
         train_files, valid_files = corpus_files(corpus)
         token_ids: dict[str, int] = {}

@@ -146,6 +146,13 @@ def test_the_backward_model_of_a_forward_one_shares_its_tokenizer(corpus, tmp_pa
           "--vocab-from", str(tmp_path / "out" / "toy.fwd.pt"), "--max-tokens", "300", *TINY])
     backward = load_weights(tmp_path / "out" / "toy.bwd.pt")
     assert backward.backwards and backward.itos == forward.itos and backward.tokenizer == forward.tokenizer
+    # Resuming that run's checkpoint must name the vocabulary its cache was built from again.
+    resume = [str(other), str(tmp_path / "out"), "--cache", str(tmp_path / "cache2"), "--name", "toy",
+              "--backwards", "--max-tokens", "600", *TINY]
+    with pytest.raises(SystemExit, match="name that model again with --init or --vocab-from"):
+        main(resume)
+    main(resume + ["--vocab-from", str(tmp_path / "out" / "toy.fwd.pt")])
+    assert load_weights(tmp_path / "out" / "toy.bwd.pt").card["tokens_seen"] > backward.card["tokens_seen"]
     # A cache built for another pipeline (here word-level) is refused rather than silently mixed.
     main([str(corpus), str(tmp_path / "words"), "--cache", str(tmp_path / "cache-words"), "--max-tokens", "100", *TINY])
     with pytest.raises(SystemExit, match="another tokenizer or vocabulary"):
