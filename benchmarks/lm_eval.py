@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from skulmfit.pretrain import machine_description
-from skulmfit.pretrained import load_weights
+from skulmfit.pretrained import PretrainedLM, load_weights
 from skulmfit.tokenizer import tokenize_many
 from skulmfit.training import evaluate_language_model
 from skulmfit.vocab import Vocab
@@ -70,7 +70,11 @@ def read_lines(path: Path, max_tokens_hint: int) -> list[str]:
 
 
 def evaluate(weights: Path, texts: list[str]) -> dict:
-    lm = load_weights(weights)
+    return evaluate_model(load_weights(weights), texts)
+
+
+def evaluate_model(lm: PretrainedLM, texts: list[str]) -> dict:
+    """Bits per character, per-word and per-token perplexity and unknown-token rate on ``texts``."""
     vocab = Vocab(lm.itos)
     ids = np.concatenate(vocab.numericalize_many(lm.tokenizer.tokenize_many(texts)))
     if lm.backwards:

@@ -8,9 +8,18 @@ same cache folder continues from it. At every checkpoint the fp16 weights and a 
 also written to the output folder, so the latest weights can be committed at any time; with
 ``--init`` a run on a fresh machine starts from such committed weights.
 
-Example::
+With ``--init MODEL --fine-tune`` the same command fine-tunes a pretrained model on a large
+target corpus (ULMFiT's second stage, for tens of thousands of unlabelled texts): the model keeps
+its sizes, tokenizer and vocabulary, its learning-rate schedule starts afresh over ``--epochs``
+passes of the corpus, and the card records the model it started from and its validation
+perplexity before fine-tuning. The result is a weight file for ``pretrained=`` (with
+``lm_epochs=0``: the language model is then fine-tuned once for every classifier fitted on it).
+
+Examples::
 
     python -m skulmfit.pretrain corpus/ out/ --name wiki-en-small --cache cache/ --hours 2
+    python -m skulmfit.pretrain reviews/ out/ --name reviews-lm --cache cache/ \
+        --init wiki-en-sub --fine-tune --epochs 2 --lr-factor 2.6 --sampled-softmax 2048 --hours 3
 """
 from __future__ import annotations
 
@@ -32,11 +41,13 @@ import torch  # noqa: E402
 from . import __version__  # noqa: E402
 from .batching import bptt_lengths, lm_batches, lm_rows  # noqa: E402
 from .model import AWDLSTMConfig, LanguageModel  # noqa: E402
-from .pretrained import load_weights, save_weights  # noqa: E402
+from .pretrained import (PretrainedLM, available_models, load_weights, model_card, resolve,  # noqa: E402
+                         save_weights, sha256)
 from .subword import learn_unigram  # noqa: E402
 from .text import Tokenizer  # noqa: E402
 from .tokenizer import SPECIAL_TOKENS, tokenize_many  # noqa: E402
 from .loss import SampledSoftmax  # noqa: E402
+from .schedule import discriminative_lrs  # noqa: E402
 from .training import evaluate_language_model, lm_train_step, make_optimizer  # noqa: E402
 from .vocab import Vocab  # noqa: E402
 
@@ -239,12 +250,35 @@ class Checkpointer:
         return torch.load(self.state_path, map_location="cpu", weights_only=True)
 
 
+def _load_start(spec: str, backwards: bool) -> PretrainedLM:
+    """The model named by ``--init``: a skulmfit weight file or folder, or a bundled model's name."""
+    try:
+        lm = resolve(spec, backwards) if not Path(spec).is_file() else load_weights(spec)
+    except ValueError as error:
+        raise SystemExit(f"--init {spec}: {error}") from None
+    if lm.backwards != backwards:
+        raise SystemExit(f"--init {spec} is a {'backward' if lm.backwards else 'forward'} model; "
+                         f"{'drop' if lm.backwards else 'add'} --backwards")
+    return lm
+
+
+def _origin(spec: str, lm: PretrainedLM, backwards: bool) -> dict:
+    """What a fine-tuned model's card says of the model it started from."""
+    path = Path(spec)
+    checksum = sha256(path) if path.is_file() else \
+        model_card(spec, backwards)["sha256"] if spec in available_models() else None
+    return {"model": path.name if path.is_file() else spec, "name": lm.card.get("name"), "sha256": checksum,
+            "corpus": lm.card.get("corpus"), "tokens_seen": lm.card.get("tokens_seen")}
+
+
 def train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.fine_tune and not args.init:
+        raise SystemExit("--fine-tune needs --init: the pretrained model to fine-tune")
     cache, out = Path(args.cache), Path(args.out)
-    init = load_weights(args.init) if args.init else None
+    init = _load_start(args.init, args.backwards) if args.init else None
     # A run from committed weights keeps their tokenizer and vocabulary, on any corpus; so does the
     # other direction of a model (--vocab-from), whose two directions must share one text pipeline.
     source = init if init is not None else (load_weights(args.vocab_from) if args.vocab_from else None)
@@ -258,10 +292,16 @@ def train(args: argparse.Namespace) -> None:
     if args.backwards:
         train_ids, valid_ids = train_ids[::-1], valid_ids[::-1].copy()
     valid_ids = valid_ids[:VALID_TOKENS]
-    config = AWDLSTMConfig(len(vocab), args.emb_size, args.hidden_size, args.layers).scaled(args.drop_mult)
+    if args.epochs:  # the schedule and the stop in passes over this corpus
+        args.planned_tokens = args.max_tokens = args.epochs * len(train_ids)
+    sizes = init.config.sizes() if init is not None else \
+        {"vocab_size": len(vocab), "emb_size": args.emb_size, "hidden_size": args.hidden_size, "n_layers": args.layers}
+    config = AWDLSTMConfig(**sizes).scaled(args.drop_mult)
     model = LanguageModel(config)
     groups = model.layer_groups()
-    optimizer = make_optimizer(groups, [args.lr] * len(groups), args.weight_decay)
+    # Each group's share of the scheduled rate: 1 at the top, --lr-factor times less per group below.
+    lr_shares = discriminative_lrs(1.0, len(groups), args.lr_factor)
+    optimizer = make_optimizer(groups, [args.lr * share for share in lr_shares], args.weight_decay)
     checkpointer = Checkpointer(cache, out, args.name, args.backwards)
     progress = {"tokens_seen": 0, "epoch": 0, "batch": 0, "seconds": 0.0, "log": []}
 
@@ -272,15 +312,23 @@ def train(args: argparse.Namespace) -> None:
         progress = saved["progress"]
         print(f"resuming from {checkpointer.state_path}: {progress['tokens_seen']:,} tokens seen", flush=True)
     elif init is not None:
-        if init.config.sizes() != config.sizes():
-            raise SystemExit(f"--init {args.init} has sizes {init.config.sizes()}, not {config.sizes()}")
         model.load_state_dict(init.state_dict)
-        # The card records how far training got, so a fresh machine continues where it stopped
-        # (with a fresh optimizer: its state is too large to commit).
-        progress.update({k: init.card.get(k, progress[k]) for k in ("tokens_seen", "seconds")})
-        progress.update(init.card.get("position", {}))
-        progress["log"] = init.card.get("log", [])
-        print(f"starting from weights {args.init}: {progress['tokens_seen']:,} tokens seen", flush=True)
+        if args.fine_tune:  # a new schedule on a new corpus: the counts start at zero
+            before = evaluate_language_model(model, valid_ids, batch_size=args.batch_size, bptt=args.bptt,
+                                             bf16=args.bf16)
+            progress.update(fine_tuned_from=_origin(args.init, init, args.backwards),
+                            valid_perplexity_before=round(math.exp(before), 2))
+            print(f"fine-tuning {args.init}: validation perplexity {math.exp(before):.2f} before", flush=True)
+        else:
+            # The card records how far training got, so a fresh machine continues where it stopped
+            # (with a fresh optimizer: its state is too large to commit).
+            progress.update({k: init.card.get(k, progress[k]) for k in ("tokens_seen", "seconds")})
+            progress.update(init.card.get("position", {}))
+            progress["log"] = init.card.get("log", [])
+            # A fine-tuned model continued on a fresh machine keeps saying what it was fine-tuned from.
+            progress.update({k: init.card[k] for k in ("fine_tuned_from", "valid_perplexity_before")
+                             if k in init.card})
+            print(f"starting from weights {args.init}: {progress['tokens_seen']:,} tokens seen", flush=True)
 
     sampled = None
     if args.sampled_softmax:
@@ -297,8 +345,8 @@ def train(args: argparse.Namespace) -> None:
         for x, y in lm_batches(rows, lengths, start=progress["batch"]):
             step_start = time.perf_counter()
             lr = learning_rate(progress["tokens_seen"], planned, args.lr, args.warmup_tokens)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * x.size(1) / args.bptt
+            for group, share in zip(optimizer.param_groups, lr_shares):
+                group["lr"] = lr * share * x.size(1) / args.bptt
             _, state = lm_train_step(model, optimizer, x, y, state, bf16=args.bf16, sampled=sampled)
             progress["batch"] += 1
             progress["tokens_seen"] += x.numel()
@@ -320,7 +368,7 @@ def _checkpoint(model, optimizer, progress, vocab, tokenizer, config, args, chec
     valid_loss = evaluate_language_model(model, valid_ids, batch_size=args.batch_size, bptt=args.bptt, bf16=args.bf16)
     entry = {"tokens_seen": progress["tokens_seen"], "train_seconds": round(progress["seconds"]),
              "tokens_per_s": round(tokens_per_s), "valid_perplexity": round(math.exp(valid_loss), 2),
-             "lr": optimizer.param_groups[0]["lr"]}
+             "lr": optimizer.param_groups[-1]["lr"]}
     progress["log"].append(entry)
     print(json.dumps(entry), flush=True)
     card = {
@@ -333,6 +381,7 @@ def _checkpoint(model, optimizer, progress, vocab, tokenizer, config, args, chec
         "seconds": progress["seconds"], "machine": machine_description(),
         "training": {k: (None if v == float("inf") else v) for k, v in vars(args).items()},  # JSON has no inf
         "log": progress["log"],
+        **{k: progress[k] for k in ("fine_tuned_from", "valid_perplexity_before") if k in progress},
     }
     checkpointer.save(model, optimizer, progress, vocab, tokenizer, card)
 
@@ -345,10 +394,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache", required=True, help="folder for the token cache and resumable checkpoints")
     parser.add_argument("--backwards", action="store_true", help="train a backward (right-to-left) model")
     start = parser.add_mutually_exclusive_group()
-    start.add_argument("--init", help="skulmfit weight file to start from when the cache holds no checkpoint; "
-                                      "a new corpus cache takes its tokenizer and vocabulary")
+    start.add_argument("--init", help="skulmfit weight file (or bundled model name) to start from when the cache "
+                                      "holds no checkpoint; the model keeps its sizes, and a new corpus cache "
+                                      "takes its tokenizer and vocabulary")
     start.add_argument("--vocab-from", help="skulmfit weight file whose tokenizer and vocabulary (not weights) a "
                                             "new corpus cache takes: to train the other direction of that model")
+    parser.add_argument("--fine-tune", action="store_true",
+                        help="with --init: fine-tune that model on this corpus (its sizes; a fresh schedule; "
+                             "the card records the start and its validation perplexity before)")
     parser.add_argument("--tokenizer", choices=("word", "subword"), default="word",
                         help="whole words (out-of-vocabulary words become xxunk) or unigram subword pieces")
     parser.add_argument("--vocab-size", type=int, default=8000)
@@ -360,10 +413,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--bptt", type=int, default=70)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr-factor", type=float, default=1.0,
+                        help="each lower layer group learns this many times slower (ULMFiT fine-tuning: 2.6)")
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--warmup-tokens", type=float, default=2e6)
     parser.add_argument("--planned-tokens", type=float, default=1e8, help="the learning rate decays over this many tokens")
     parser.add_argument("--max-tokens", type=float, default=float("inf"), help="stop after this many tokens")
+    parser.add_argument("--epochs", type=float, default=0,
+                        help="passes over the training files: sets --planned-tokens and --max-tokens")
     parser.add_argument("--hours", type=float, default=1.0, help="stop after this much wall time in this run")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--sampled-softmax", type=int, default=0, metavar="N",

@@ -4,9 +4,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from skulmfit.pretrain import learning_rate, main, prepare_corpus
-from skulmfit.pretrained import load_weights, resolve
+from skulmfit.pretrained import load_weights, resolve, sha256
 
 TINY = ["--vocab-size", "64", "--min-freq", "1", "--emb-size", "8", "--hidden-size", "16", "--layers", "2",
         "--batch-size", "4", "--bptt", "8", "--warmup-tokens", "100", "--planned-tokens", "2000",
@@ -176,3 +177,52 @@ def test_a_corpus_without_validation_file_is_refused(corpus, tmp_path):
     (corpus / "valid.txt").unlink()
     with pytest.raises(SystemExit, match="valid"):
         main([str(corpus), str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), *TINY])
+
+
+def test_fine_tune_starts_a_fresh_schedule_from_a_model_and_says_so(corpus, tmp_path, capsys):
+    main([str(corpus), str(tmp_path / "base"), "--cache", str(tmp_path / "cache"), "--name", "toy",
+          "--max-tokens", "600", *TINY])
+    base_file = tmp_path / "base" / "toy.fwd.pt"
+    base = load_weights(base_file)
+    # The target corpus: other text, fine-tuned for two passes with discriminative rates; the sizes
+    # come from the model (the TINY sizes are not repeated), the pipeline too.
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "train.txt").write_text("\n".join(["The dogs sang in the parks while a cat ran."] * 120))
+    (target / "valid.txt").write_text("\n".join(["A dog sang in the park."] * 20))
+    tiny_run = ["--batch-size", "4", "--bptt", "8", "--warmup-tokens", "100", "--checkpoint-minutes", "0"]
+    main([str(target), str(tmp_path / "tuned"), "--cache", str(tmp_path / "cache-target"), "--name", "toy-target",
+          "--init", str(base_file), "--fine-tune", "--epochs", "2", "--lr-factor", "2.6", *tiny_run])
+    assert "validation perplexity" in capsys.readouterr().out
+    tuned = load_weights(tmp_path / "tuned" / "toy-target.fwd.pt")
+    card = tuned.card
+    n_train = len(np.load(tmp_path / "cache-target" / "train.ids.npy"))
+    assert tuned.config.sizes() == base.config.sizes() and tuned.itos == base.itos
+    assert 2 * n_train <= card["tokens_seen"] < 2 * n_train + 4 * 8 * 3  # a fresh count, two passes
+    assert card["training"]["planned_tokens"] == 2 * n_train and card["corpus"] == "target"
+    origin = card["fine_tuned_from"]
+    assert origin["name"] == "toy" and origin["tokens_seen"] == base.card["tokens_seen"]
+    assert origin["sha256"] == sha256(base_file)
+    # Repetitive target text is learnt: the held-out perplexity falls below the one before.
+    assert card["valid_perplexity"] < card["valid_perplexity_before"]
+    assert not any(torch.equal(tuned.state_dict[k], base.state_dict[k]) for k in ("0.rnns.0.module.weight_ih_l0",))
+
+    # Continued on a fresh machine from the committed file (no --fine-tune): the origin stays on the card.
+    (tmp_path / "cache-target" / "checkpoint.fwd.pt").unlink()
+    main([str(target), str(tmp_path / "tuned"), "--cache", str(tmp_path / "cache-target"), "--name", "toy-target",
+          "--init", str(tmp_path / "tuned" / "toy-target.fwd.pt"), "--epochs", "3", *tiny_run])
+    continued = load_weights(tmp_path / "tuned" / "toy-target.fwd.pt").card
+    assert continued["tokens_seen"] >= 3 * n_train and continued["fine_tuned_from"] == origin
+
+
+def test_fine_tune_needs_a_model_in_the_direction_asked_for(corpus, tmp_path):
+    with pytest.raises(SystemExit, match="needs --init"):
+        main([str(corpus), str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--fine-tune", *TINY])
+    main([str(corpus), str(tmp_path / "base"), "--cache", str(tmp_path / "cache"), "--name", "toy",
+          "--max-tokens", "300", *TINY])
+    with pytest.raises(SystemExit, match="forward model; add --backwards"):
+        main([str(corpus), str(tmp_path / "out"), "--cache", str(tmp_path / "cache2"), "--backwards",
+              "--init", str(tmp_path / "base" / "toy.fwd.pt"), "--fine-tune", *TINY])
+    with pytest.raises(SystemExit, match="--init no-such-model"):
+        main([str(corpus), str(tmp_path / "out"), "--cache", str(tmp_path / "cache2"),
+              "--init", "no-such-model", "--fine-tune", *TINY])

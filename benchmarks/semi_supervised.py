@@ -1,0 +1,146 @@
+"""Semi-supervised ULMFiT at IMDb scale: a language model fine-tuned once on ~75,000 reviews.
+
+The ULMFiT paper (section 5, Figure 3) fine-tunes the language model on all of IMDb's training
+and unlabelled reviews, then trains classifiers on 100 to 25,000 labels. Inside ``fit`` that
+stage would run again for every budget and seed; here it runs once, resumable, as
+``python -m skulmfit.pretrain --init MODEL --fine-tune``, and every classifier starts from its
+weights with ``lm_epochs=0``. Three steps:
+
+    # 1. The corpus: the 50,000 unlabelled reviews and the training reviews (labels unused; never
+    #    the test split), shuffled, one per line; 2,000 training reviews held out as validation.
+    python benchmarks/semi_supervised.py corpus --data ../shared/data --out cache/imdb-corpus
+    # 2. Fine-tune the Wikipedia-only bundled model on it (hours on one core; rerun to resume).
+    python -m skulmfit.pretrain cache/imdb-corpus cache/imdb-lm --name imdb-lm --cache cache/imdb-cache \\
+        --init wiki-en-sub --fine-tune --epochs 1 --lr 2e-3 --lr-factor 2.6 --sampled-softmax 2048 --bf16
+    # 3. Validation (held-out training reviews, never the test split): bits per character of each
+    #    model on them, and classifiers trained on labelled budgets drawn outside them.
+    python benchmarks/semi_supervised.py validate --data ../shared/data --corpus cache/imdb-corpus \\
+        --models wiki-en-sub cache/imdb-lm/imdb-lm.fwd.pt --budget 100 --seeds 0 1 2
+
+Test-set numbers come from ``benchmarks/accuracy.py`` with ``--set pretrained=cache/imdb-lm/imdb-lm.fwd.pt
+lm_epochs=0``; ``figure`` draws them as the paper's Figure 3 (test error against labels).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from accuracy import label_subset, machine_description, parse_overrides, read_csv, read_rows  # same folder
+from lm_eval import evaluate_model
+
+from skulmfit import ULMFiTClassifier
+from skulmfit.pretrained import available_models, resolve
+
+HOLDOUT_FILE = "holdout.json"  # which training reviews the corpus left out, for `validate`
+
+
+# ----------------------------------------------------------------------------- corpus
+
+def one_line(text: str) -> str:
+    """A document on one line (the corpus format: one document per line)."""
+    return " ".join(text.split())
+
+
+def write_lines(path: Path, texts: list[str]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for text in texts:
+            f.write(one_line(text) + "\n")
+
+
+def build_corpus(args: argparse.Namespace) -> None:
+    """IMDb's unlabelled and training reviews as a language-model corpus, a stratified sample of
+    ``--holdout`` training reviews kept out as its validation file."""
+    X_train, y_train = read_csv(args.data / "imdb/train.csv.gz")
+    unlabeled = [r["text"] for r in read_rows(args.data / "imdb/unsup.csv.gz")]
+    held_out = np.sort(label_subset(y_train, args.holdout, args.seed))
+    outside = np.setdiff1d(np.arange(len(X_train)), held_out)
+    documents = [X_train[i] for i in outside] + unlabeled
+    order = np.random.default_rng(args.seed).permutation(len(documents))  # reviews of both kinds mixed
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_lines(args.out / "train.txt.gz", [documents[i] for i in order])
+    write_lines(args.out / "valid.txt.gz", [X_train[i] for i in held_out])
+    summary = {"source": str(args.data / "imdb"), "seed": args.seed, "held_out": held_out.tolist(),
+               "train_documents": len(documents), "train_reviews": len(outside), "unlabeled_reviews": len(unlabeled),
+               "valid_documents": len(held_out), "test_split_used": False}
+    (args.out / HOLDOUT_FILE).write_text(json.dumps(summary))
+    print(f"{args.out}: {len(documents):,} training documents ({len(outside):,} training reviews, "
+          f"{len(unlabeled):,} unlabelled), {len(held_out):,} held out", flush=True)
+
+
+# ----------------------------------------------------------------------------- validation
+
+def model_summary(lm) -> dict:
+    """The card entries that identify a model: name, how much it saw, what it was fine-tuned from."""
+    keys = ("name", "corpus", "tokens_seen", "valid_perplexity", "valid_perplexity_before", "fine_tuned_from")
+    return {k: lm.card[k] for k in keys if k in lm.card}
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Each model's bits per character on the held-out reviews, then classifiers from it at the
+    budget and seeds, scored on those reviews. A bundled model fine-tunes its language model on
+    the labelled texts as ``fit`` does by default; a fine-tuned file is used as it is
+    (``lm_epochs=0``) unless ``--set lm_epochs=...`` says otherwise."""
+    X_train, y_train = read_csv(args.data / "imdb/train.csv.gz")
+    held_out = np.array(json.loads((args.corpus / HOLDOUT_FILE).read_text())["held_out"])
+    pool = np.setdiff1d(np.arange(len(X_train)), held_out)
+    X_valid, y_valid = [X_train[i] for i in held_out], y_train[held_out]
+    for spec in args.models:
+        lm = resolve(spec)
+        lm_record = {"model": spec, **model_summary(lm), "held_out_lm": evaluate_model(lm, X_valid)}
+        print(json.dumps(lm_record), flush=True)
+        params = {"pretrained": spec, "random_state": None}
+        if spec not in available_models():
+            params["lm_epochs"] = 0
+        params.update(args.overrides)
+        for seed in args.seeds:
+            subset = pool[label_subset(y_train[pool], args.budget, seed)]
+            model = ULMFiTClassifier(**{**params, "random_state": seed})
+            start = time.perf_counter()
+            model.fit([X_train[i] for i in subset], y_train[subset])
+            fit_seconds = time.perf_counter() - start
+            accuracy = float(np.mean(model.predict(X_valid) == y_valid))
+            record = {**lm_record, "budget": args.budget, "seed": seed, "valid_accuracy": accuracy,
+                      "valid_size": len(y_valid), "fit_seconds": round(fit_seconds, 1),
+                      "params": {k: str(v) for k, v in params.items() if k != "random_state"},
+                      "machine": machine_description()}
+            with open(args.out, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(f"{spec} budget={args.budget} seed={seed}: validation accuracy {accuracy:.4f} "
+                  f"({fit_seconds:.0f} s)", flush=True)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    corpus = commands.add_parser("corpus", help="write the language-model corpus folder")
+    corpus.add_argument("--data", type=Path, required=True, help="folder with imdb/")
+    corpus.add_argument("--out", type=Path, required=True)
+    corpus.add_argument("--holdout", type=int, default=2000, help="training reviews held out as validation")
+    corpus.add_argument("--seed", type=int, default=0)
+    valid = commands.add_parser("validate", help="bits/char and classifier accuracy on the held-out reviews")
+    valid.add_argument("--data", type=Path, required=True, help="folder with imdb/")
+    valid.add_argument("--corpus", type=Path, required=True, help="the folder `corpus` wrote")
+    valid.add_argument("--models", nargs="+", required=True, help="bundled model names or weight files")
+    valid.add_argument("--budget", type=int, default=100)
+    valid.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    valid.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="ULMFiTClassifier parameters")
+    valid.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "semi_supervised_valid.jsonl")
+    args = parser.parse_args(argv)
+    if args.command == "validate":
+        args.overrides = parse_overrides(args.set)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    {"corpus": build_corpus, "validate": validate}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

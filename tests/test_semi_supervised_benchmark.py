@@ -1,0 +1,83 @@
+"""The semi-supervised benchmark on a tiny made-up IMDb: corpus, fine-tuning, validation."""
+import csv
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+semi_supervised = pytest.importorskip("semi_supervised")
+
+from skulmfit.pretrain import main as pretrain  # noqa: E402
+
+TINY = ["--vocab-size", "64", "--min-freq", "1", "--emb-size", "8", "--hidden-size", "16", "--layers", "2",
+        "--batch-size", "4", "--bptt", "8", "--warmup-tokens", "100", "--checkpoint-minutes", "0"]
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(0)
+    good, bad = "great fine lovely superb".split(), "awful dull boring poor".split()
+    filler = "the film was a story of people and\nit".split()  # a newline inside a review too
+
+    def review(words):
+        return " ".join(rng.choice(filler + words, size=10)) + "."
+    folder = tmp_path / "data" / "imdb"
+    folder.mkdir(parents=True)
+    train = [{"text": review(good if i % 2 else bad), "label": "pos" if i % 2 else "neg"} for i in range(60)]
+    write_csv(folder / "train.csv.gz", train)
+    write_csv(folder / "unsup.csv.gz", [{"text": f"unlabelled {review(good + bad)}"} for _ in range(30)])
+    return tmp_path / "data", train
+
+
+def read_lines(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def test_corpus_holds_unlabelled_and_training_reviews_but_not_the_held_out_ones(data, tmp_path):
+    folder, train = data
+    out = tmp_path / "corpus"
+    semi_supervised.main(["corpus", "--data", str(folder), "--out", str(out), "--holdout", "10"])
+    lines, valid = read_lines(out / "train.txt.gz"), read_lines(out / "valid.txt.gz")
+    summary = json.loads((out / "holdout.json").read_text())
+    held_out = summary["held_out"]
+    assert len(lines) == 50 + 30 and len(valid) == 10 and summary["test_split_used"] is False
+    one_line = [" ".join(row["text"].split()) for row in train]
+    assert valid == [one_line[i] for i in held_out]
+    assert sorted(line for line in lines if not line.startswith("unlabelled")) == \
+        sorted(one_line[i] for i in range(60) if i not in held_out)
+    assert sum(line.startswith("unlabelled") for line in lines) == 30
+    assert sorted(np.array([train[i]["label"] for i in held_out]).tolist()) == ["neg"] * 5 + ["pos"] * 5
+    assert lines[:5] != [one_line[i] for i in range(60) if i not in held_out][:5]  # shuffled
+
+
+def test_a_model_fine_tuned_on_the_corpus_is_validated_on_the_held_out_reviews(data, tmp_path):
+    folder, _ = data
+    corpus = tmp_path / "corpus"
+    semi_supervised.main(["corpus", "--data", str(folder), "--out", str(corpus), "--holdout", "10"])
+    pretrain([str(corpus), str(tmp_path / "base"), "--cache", str(tmp_path / "cache"), "--name", "toy",
+              "--max-tokens", "300", *TINY])
+    pretrain([str(corpus), str(tmp_path / "tuned"), "--cache", str(tmp_path / "cache-tuned"), "--name", "toy-tuned",
+              "--init", str(tmp_path / "base" / "toy.fwd.pt"), "--fine-tune", "--epochs", "1", *TINY])
+    out = tmp_path / "valid.jsonl"
+    semi_supervised.main(["validate", "--data", str(folder), "--corpus", str(corpus), "--models",
+                          str(tmp_path / "tuned" / "toy-tuned.fwd.pt"), "--budget", "20", "--seeds", "0", "1",
+                          "--set", "epochs=1", "batch_size=8", "--out", str(out)])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["seed"] for r in records] == [0, 1]
+    first = records[0]
+    assert first["valid_size"] == 10 and first["budget"] == 20 and 0 <= first["valid_accuracy"] <= 1
+    assert first["params"]["lm_epochs"] == "0"  # the fine-tuned model is used as it is
+    assert first["fine_tuned_from"]["name"] == "toy" and first["valid_perplexity_before"] > 0
+    assert first["held_out_lm"]["bits_per_char"] > 0 and first["held_out_lm"]["unknown_rate"] < 1
