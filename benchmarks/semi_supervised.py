@@ -18,7 +18,12 @@ weights with ``lm_epochs=0``. Three steps:
         --models wiki-en-sub cache/imdb-lm/imdb-lm.fwd.pt --budget 100 --seeds 0 1 2
 
 Test-set numbers come from ``benchmarks/accuracy.py`` with ``--set pretrained=cache/imdb-lm/imdb-lm.fwd.pt
-lm_epochs=0``; ``figure`` draws them as the paper's Figure 3 (test error against labels).
+lm_epochs=0``; ``figure`` draws them as the paper's Figure 3 (test error against labels) and says
+at which multiple of the labels the other lines reach the semi-supervised 100-label error:
+
+    python benchmarks/semi_supervised.py figure --records benchmarks/results/semi_supervised_imdb.jsonl \
+        --line "semi-supervised=skulmfit[imdb-lm]" "supervised=skulmfit" "from scratch=no-pretraining" \
+        "TF-IDF + LR=tfidf-lr" --reference semi-supervised --out benchmarks/results/semi_supervised_imdb.png
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from accuracy import label_subset, machine_description, parse_overrides, read_csv, read_rows  # same folder
+from accuracy import (label_subset, latest_runs, machine_description, parse_overrides, read_csv,  # same folder
+                      read_records, read_rows)
 from lm_eval import evaluate_model
 
 from skulmfit import ULMFiTClassifier
@@ -113,6 +119,80 @@ def validate(args: argparse.Namespace) -> None:
                   f"({fit_seconds:.0f} s)", flush=True)
 
 
+# ----------------------------------------------------------------------------- figure
+
+def error_curve(records: list[dict], dataset: str, method: str) -> dict[int, list[float]]:
+    """labels -> test error (%) of each seed, for one method's records (latest run per seed)."""
+    curve: dict[int, list[float]] = {}
+    for r in latest_runs(records):
+        if r["dataset"] == dataset and r["method"] == method:
+            curve.setdefault(r["labels"], []).append(100 * (1 - r["accuracy"]))
+    return dict(sorted(curve.items()))
+
+
+def labels_to_reach(curve: dict[int, float], error: float) -> float | None:
+    """The fewest labels at which a curve of mean errors gets down to ``error``: interpolated
+    linearly in log(labels) between the two budgets around it; None when it never does."""
+    points = sorted(curve.items())
+    for (n0, e0), (n1, e1) in zip([(None, None)] + points[:-1], points):
+        if e1 > error:
+            continue
+        if n0 is None or e0 <= error:
+            return float(n1)
+        share = (e0 - error) / (e0 - e1)
+        return float(np.exp(np.log(n0) + share * (np.log(n1) - np.log(n0))))
+    return None
+
+
+def figure(args: argparse.Namespace) -> None:
+    """Test error against labelled examples (log x), one line per method, and the claim measured:
+    how many labels each other line needs to reach the reference line's error at ``--at`` labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for path in args.records for r in read_records(path)]
+    lines = dict(item.split("=", 1) for item in args.line)  # legend label -> method in the records
+    curves = {label: error_curve(records, args.dataset, method) for label, method in lines.items()}
+    missing = [label for label, curve in curves.items() if not curve]
+    if missing:
+        raise SystemExit(f"no {args.dataset} records for {missing} in {args.records}")
+    means = {label: {n: float(np.mean(e)) for n, e in curve.items()} for label, curve in curves.items()}
+    reference = means[args.reference]
+    if args.at not in reference:
+        raise SystemExit(f"{args.reference!r} has no run at {args.at} labels")
+    target = reference[args.at]
+    claim = {"reference": args.reference, "labels": args.at, "error": round(target, 2), "lines": {}}
+    for label, curve in means.items():
+        if label == args.reference:
+            continue
+        reached = labels_to_reach(curve, target)
+        claim["lines"][label] = {"labels_to_reach": None if reached is None else round(reached),
+                                 "multiple": None if reached is None else round(reached / args.at, 1),
+                                 "most_labels_run": max(curve), "error_there": round(curve[max(curve)], 2)}
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for label, curve in curves.items():
+        ns = list(curve)
+        ax.errorbar(ns, [np.mean(e) for e in curve.values()], yerr=[np.std(e) for e in curve.values()],
+                    marker="o", capsize=3, label=label)
+    ax.axhline(target, color="grey", linewidth=0.8, linestyle=":")
+    ticks = sorted({n for curve in curves.values() for n in curve})
+    ax.set(xscale="log", xlabel="labelled training examples", ylabel="test error (%)", title=args.title)
+    ax.set_xticks(ticks, [str(n) for n in ticks])
+    ax.minorticks_off()
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    plt.close(fig)
+    summary = {"records": [path.name for path in args.records], "dataset": args.dataset, "lines": lines,
+               "errors": {label: {str(n): [round(x, 2) for x in e] for n, e in curve.items()}
+                          for label, curve in curves.items()}, "claim": claim}
+    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(claim, indent=2))
+
+
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -131,6 +211,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     valid.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     valid.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="ULMFiTClassifier parameters")
     valid.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "semi_supervised_valid.jsonl")
+    plot = commands.add_parser("figure", help="test error against labels, as the paper's Figure 3")
+    plot.add_argument("--records", type=Path, nargs="+", required=True, help="accuracy.py records (JSONL files)")
+    plot.add_argument("--dataset", default="imdb")
+    plot.add_argument("--line", nargs="+", required=True, metavar="LABEL=METHOD",
+                      help="a legend label and the method name in the records, e.g. 'from scratch=no-pretraining'")
+    plot.add_argument("--reference", required=True, help="the label of the line whose error the others must reach")
+    plot.add_argument("--at", type=int, default=100, help="the reference line's number of labels")
+    plot.add_argument("--title", default="IMDb")
+    plot.add_argument("--out", type=Path, required=True, help=".png; the numbers go next to it as .json")
     args = parser.parse_args(argv)
     if args.command == "validate":
         args.overrides = parse_overrides(args.set)
@@ -139,7 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    {"corpus": build_corpus, "validate": validate}[args.command](args)
+    {"corpus": build_corpus, "validate": validate, "figure": figure}[args.command](args)
 
 
 if __name__ == "__main__":

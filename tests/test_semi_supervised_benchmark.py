@@ -81,3 +81,30 @@ def test_a_model_fine_tuned_on_the_corpus_is_validated_on_the_held_out_reviews(d
     assert first["params"]["lm_epochs"] == "0"  # the fine-tuned model is used as it is
     assert first["fine_tuned_from"]["name"] == "toy" and first["valid_perplexity_before"] > 0
     assert first["held_out_lm"]["bits_per_char"] > 0 and first["held_out_lm"]["unknown_rate"] < 1
+
+
+def test_labels_to_reach_interpolates_in_log_labels():
+    curve = {100: 30.0, 1000: 20.0, 10000: 10.0}
+    assert semi_supervised.labels_to_reach(curve, 30.0) == 100
+    assert semi_supervised.labels_to_reach(curve, 15.0) == pytest.approx(10 ** 3.5)
+    assert semi_supervised.labels_to_reach(curve, 5.0) is None
+    assert semi_supervised.labels_to_reach({100: 10.0, 1000: 40.0, 10000: 5.0}, 20.0) == 100
+
+
+def test_figure_states_the_claim_from_the_records(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = [("skulmfit[lm]", 100, 0.80), ("no-pretraining", 100, 0.55), ("no-pretraining", 1000, 0.70),
+            ("no-pretraining", 10000, 0.85), ("tfidf-lr", 100, 0.70), ("tfidf-lr", 1000, 0.78)]
+    records = tmp_path / "records.jsonl"
+    records.write_text("\n".join(json.dumps({"dataset": "imdb", "method": m, "labels": n, "budget": str(n),
+                                               "seed": seed, "accuracy": a, "reduced": []})
+                                   for m, n, a in rows for seed in (0, 1)))
+    out = tmp_path / "figure.png"
+    semi_supervised.main(["figure", "--records", str(records), "--line", "semi=skulmfit[lm]",
+                          "scratch=no-pretraining", "tfidf=tfidf-lr", "--reference", "semi", "--out", str(out)])
+    claim = json.loads(out.with_suffix(".json").read_text())["claim"]
+    assert out.stat().st_size > 0 and claim["error"] == pytest.approx(20.0)
+    scratch = claim["lines"]["scratch"]
+    assert 1000 < scratch["labels_to_reach"] < 10000 and scratch["multiple"] == pytest.approx(
+        scratch["labels_to_reach"] / 100, abs=0.05)
+    assert claim["lines"]["tfidf"]["labels_to_reach"] is None and claim["lines"]["tfidf"]["most_labels_run"] == 1000
