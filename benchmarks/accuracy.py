@@ -50,7 +50,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from skulmfit import ULMFiTClassifier
 from skulmfit.pretrain import machine_description
-from skulmfit.pretrained import available_models, model_card
+from skulmfit.pretrained import available_models, load_weights, model_card, sha256
 
 DATASETS = {  # name: (train file, test file) inside --data
     "trec": ("trec/train.csv", "trec/test.csv"),
@@ -306,14 +306,19 @@ def git_commit() -> str | None:
     return commit + ("+changes" if dirty else "")
 
 
-def bundled_model(model) -> dict | None:
-    """Which training state of the bundled language model a skulmfit run used (they improve over time)."""
+def pretrained_model(model) -> dict | None:
+    """Which language model a skulmfit run used: a bundled model's training state (they improve over
+    time), or a weight file's checksum and card (what it was fine-tuned from, how far)."""
     name = getattr(model, "pretrained", None)
-    if not isinstance(name, str) or name not in available_models():
-        return None
-    cards = {"forward": model_card(name), "backward": model_card(name, backwards=True)}
-    return {direction: {"sha256": card["sha256"][:16], "tokens_seen": card["tokens_seen"]}
-            for direction, card in cards.items()}
+    if isinstance(name, str) and name in available_models():
+        cards = {"forward": model_card(name), "backward": model_card(name, backwards=True)}
+        return {direction: {"sha256": card["sha256"][:16], "tokens_seen": card["tokens_seen"]}
+                for direction, card in cards.items()}
+    if isinstance(name, (str, Path)) and Path(name).is_file():
+        card = load_weights(name).card
+        return {"file": str(name), "sha256": sha256(name)[:16],
+                **{k: card[k] for k in ("name", "corpus", "tokens_seen", "fine_tuned_from") if k in card}}
+    return None
 
 
 def model_params(model) -> dict[str, str]:
@@ -352,7 +357,7 @@ def run_one(args: argparse.Namespace, data: Dataset, method: str, budget: str, s
     model = make_model(method, seed, len(subset), args.overrides)
     record.update(fit_and_score(model, data, subset, unlabeled))
     record.update(params=model_params(model), versions=versions(method), machine=machine_description(),
-                  pretrained_model=bundled_model(model),
+                  pretrained_model=pretrained_model(model),
                   overrides={k: str(v) for k, v in args.overrides.items()} if method in ULMFIT_METHODS else {})
     return record
 

@@ -21,7 +21,7 @@ Test-set numbers come from ``benchmarks/accuracy.py`` with ``--set pretrained=ca
 lm_epochs=0``; ``figure`` draws them as the paper's Figure 3 (test error against labels) and says
 at which multiple of the labels the other lines reach the semi-supervised 100-label error:
 
-    python benchmarks/semi_supervised.py figure --records benchmarks/results/semi_supervised_imdb.jsonl \
+    python benchmarks/semi_supervised.py figure --records benchmarks/results/{accuracy,semi_supervised_imdb}.jsonl \
         --line "semi-supervised=skulmfit[imdb-lm]" "supervised=skulmfit" "from scratch=no-pretraining" \
         "TF-IDF + LR=tfidf-lr" --reference semi-supervised --out benchmarks/results/semi_supervised_imdb.png
 """

@@ -80,3 +80,12 @@ def test_table_counts_a_rerun_of_the_same_seed_once_the_latest(accuracy, tmp_pat
 def test_records_name_the_commit_they_ran(accuracy):
     commit = accuracy.versions("skulmfit")["skulmfit_commit"]
     assert commit is None or len(commit.split("+")[0]) >= 7
+
+
+def test_records_say_which_weight_file_a_run_used(accuracy, tiny_weights):
+    from skulmfit import ULMFiTClassifier
+    from skulmfit.pretrained import sha256
+
+    used = accuracy.pretrained_model(ULMFiTClassifier(pretrained=str(tiny_weights)))
+    assert used["sha256"] == sha256(tiny_weights)[:16] and used["name"] == "tiny"
+    assert accuracy.pretrained_model(ULMFiTClassifier(pretrained=None)) is None
