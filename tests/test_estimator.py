@@ -503,6 +503,20 @@ def test_memory_as_a_path_and_without_random_state(tiny_weights, binary_task, tm
     assert len(calls) == 2
 
 
+
+def test_memory_shares_one_language_model_across_label_budgets_drawn_from_the_unlabelled_corpus(
+        tiny_weights, three_class_task, tmp_path, monkeypatch):
+    """Label budgets drawn from one corpus given as ``unlabeled``: the language model is
+    fine-tuned once for all of them (same random_state), as the semi-supervised benchmarks need."""
+    texts, y = three_class_task
+    calls = spy(monkeypatch, "fine_tune_language_model")
+    clf = make(tiny_weights, memory=str(tmp_path))
+    for step in (3, 2, 1):  # three budgets: a third, half, all of the texts
+        clf.fit(texts[::step], y[::step], unlabeled=texts)
+    assert len(calls) == 1
+    clf.fit(texts[::2], y[::2], unlabeled=texts[1::2])  # the labelled texts are not in it: another corpus
+    assert len(calls) == 2
+
 # ----------------------------------------------------------------------------- 9. verbose
 
 def test_verbose_writes_progress_to_stderr(tiny_weights, binary_task, capsys):
