@@ -23,7 +23,7 @@ at which multiple of the labels the other lines reach the semi-supervised 100-la
 
     python benchmarks/semi_supervised.py figure --records benchmarks/results/{accuracy,semi_supervised_imdb}.jsonl \
         --line "semi-supervised=skulmfit[imdb-lm]" "supervised=skulmfit" "from scratch=no-pretraining" \
-        "TF-IDF + LR=tfidf-lr" --reference semi-supervised --out benchmarks/results/semi_supervised_imdb.png
+        "TF-IDF + LR=tfidf-lr" --reference semi-supervised --out benchmarks/results/figure3_imdb.png
 """
 from __future__ import annotations
 
