@@ -386,6 +386,13 @@ def _checkpoint(model, optimizer, progress, vocab, tokenizer, config, args, chec
     checkpointer.save(model, optimizer, progress, vocab, tokenizer, card)
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m skulmfit.pretrain", description=__doc__.split("\n")[0])
     parser.add_argument("corpus", help="folder of *.txt / *.txt.gz files; valid* files are the validation split")
@@ -419,7 +426,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup-tokens", type=float, default=2e6)
     parser.add_argument("--planned-tokens", type=float, default=1e8, help="the learning rate decays over this many tokens")
     parser.add_argument("--max-tokens", type=float, default=float("inf"), help="stop after this many tokens")
-    parser.add_argument("--epochs", type=float, default=0,
+    parser.add_argument("--epochs", type=_non_negative, default=0,
                         help="passes over the training files: sets --planned-tokens and --max-tokens")
     parser.add_argument("--hours", type=float, default=1.0, help="stop after this much wall time in this run")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)

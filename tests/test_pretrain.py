@@ -216,6 +216,9 @@ def test_fine_tune_starts_a_fresh_schedule_from_a_model_and_says_so(corpus, tmp_
 
 
 def test_fine_tune_needs_a_model_in_the_direction_asked_for(corpus, tmp_path):
+    for bad in ("-1", "nan"):
+        with pytest.raises(SystemExit):
+            main([str(corpus), str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--epochs", bad, *TINY])
     with pytest.raises(SystemExit, match="needs --init"):
         main([str(corpus), str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--fine-tune", *TINY])
     main([str(corpus), str(tmp_path / "base"), "--cache", str(tmp_path / "cache"), "--name", "toy",
