@@ -119,12 +119,17 @@ def validate(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- figure
 
-def error_curve(records: list[dict], dataset: str, method: str) -> dict[int, list[float]]:
-    """labels -> test error (%) of each seed, for one method's records (latest run per seed)."""
+def error_curve(records: list[dict], dataset: str, method: str, test_size: int | None) -> dict[int, list[float]]:
+    """labels -> test error (%) of each seed, for one method's records (latest run per seed) scored
+    on ``test_size`` test texts; None takes any size, but only one."""
+    chosen = [r for r in latest_runs(records) if r["dataset"] == dataset and r["method"] == method
+              and test_size in (None, r.get("test_size"))]
+    sizes = sorted({r.get("test_size") for r in chosen}, key=str)
+    if len(sizes) > 1:
+        raise SystemExit(f"{method} was scored on test samples of {sizes} texts: choose one with --test-size")
     curve: dict[int, list[float]] = {}
-    for r in latest_runs(records):
-        if r["dataset"] == dataset and r["method"] == method:
-            curve.setdefault(r["labels"], []).append(100 * (1 - r["accuracy"]))
+    for r in chosen:
+        curve.setdefault(r["labels"], []).append(100 * (1 - r["accuracy"]))
     return dict(sorted(curve.items()))
 
 
@@ -152,7 +157,7 @@ def figure(args: argparse.Namespace) -> None:
 
     records = [r for path in args.records for r in read_records(path)]
     lines = dict(item.split("=", 1) for item in args.line)  # legend label -> method in the records
-    curves = {label: error_curve(records, args.dataset, method) for label, method in lines.items()}
+    curves = {label: error_curve(records, args.dataset, method, args.test_size) for label, method in lines.items()}
     missing = [label for label, curve in curves.items() if not curve]
     if missing:
         raise SystemExit(f"no {args.dataset} records for {missing} in {args.records}")
@@ -185,6 +190,7 @@ def figure(args: argparse.Namespace) -> None:
     fig.savefig(args.out, dpi=120)
     plt.close(fig)
     summary = {"records": [path.name for path in args.records], "dataset": args.dataset, "lines": lines,
+               "test_size": args.test_size,
                "errors": {label: {str(n): [round(x, 2) for x in e] for n, e in curve.items()}
                           for label, curve in curves.items()}, "claim": claim}
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
@@ -216,6 +222,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="a legend label and the method name in the records, e.g. 'from scratch=no-pretraining'")
     plot.add_argument("--reference", required=True, help="the label of the line whose error the others must reach")
     plot.add_argument("--at", type=int, default=100, help="the reference line's number of labels")
+    plot.add_argument("--test-size", type=int, help="only records scored on this many test texts (every line "
+                                                    "on the same sample)")
     plot.add_argument("--title", default="IMDb")
     plot.add_argument("--out", type=Path, required=True, help=".png; the numbers go next to it as .json")
     args = parser.parse_args(argv)

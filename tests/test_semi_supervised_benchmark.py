@@ -108,3 +108,19 @@ def test_figure_states_the_claim_from_the_records(tmp_path):
     assert 1000 < scratch["labels_to_reach"] < 10000 and scratch["multiple"] == pytest.approx(
         scratch["labels_to_reach"] / 100, abs=0.05)
     assert claim["lines"]["tfidf"]["labels_to_reach"] is None and claim["lines"]["tfidf"]["most_labels_run"] == 1000
+
+
+def test_figure_keeps_each_line_on_one_test_sample(tmp_path):
+    pytest.importorskip("matplotlib")
+    records = tmp_path / "records.jsonl"
+    records.write_text("\n".join(json.dumps({"dataset": "imdb", "method": m, "labels": 100, "budget": "100",
+                                               "seed": 0, "accuracy": a, "test_size": size,
+                                               "reduced": [f"test {size}/25000"]})
+                                   for m, a, size in [("semi", 0.8, 2000), ("semi", 0.7, 5000), ("tfidf", 0.75, 5000)]))
+    args = ["figure", "--records", str(records), "--line", "semi=semi", "tfidf=tfidf", "--reference", "semi",
+            "--out", str(tmp_path / "figure.png")]
+    with pytest.raises(SystemExit, match="--test-size"):
+        semi_supervised.main(args)
+    semi_supervised.main(args + ["--test-size", "5000"])
+    summary = json.loads((tmp_path / "figure.json").read_text())
+    assert summary["claim"]["error"] == pytest.approx(30.0) and summary["test_size"] == 5000
