@@ -6,7 +6,9 @@ line is one document). Training is resumable: a full checkpoint (model, optimize
 the stream, clock) goes to the cache folder every few minutes, and a run started again with the
 same cache folder continues from it. At every checkpoint the fp16 weights and a model card are
 also written to the output folder, so the latest weights can be committed at any time; with
-``--init`` a run on a fresh machine starts from such committed weights.
+``--init`` a run on a fresh machine starts from such committed weights. Each checkpoint prints a
+JSON line (tokens seen, tokens/s, validation perplexity, minutes left); on a terminal a bar
+counts down to the planned end in between.
 
 With ``--init MODEL --fine-tune`` the same command fine-tunes a pretrained model on a large
 target corpus (ULMFiT's second stage, for tens of thousands of unlabelled texts): the model keeps
@@ -41,6 +43,7 @@ import torch  # noqa: E402
 from . import __version__  # noqa: E402
 from .batching import bptt_lengths, lm_batches, lm_rows  # noqa: E402
 from .model import AWDLSTMConfig, LanguageModel  # noqa: E402
+from .progress import ProgressBar, SilentProgress  # noqa: E402
 from .pretrained import (PretrainedLM, available_models, load_weights, model_card, resolve,  # noqa: E402
                          save_weights, sha256)
 from .subword import learn_unigram  # noqa: E402
@@ -336,6 +339,7 @@ def train(args: argparse.Namespace) -> None:
     planned = int(args.planned_tokens)
     deadline = time.perf_counter() + args.hours * 3600
     rows = lm_rows(train_ids, args.batch_size)
+    bar = _progress_bar(args, progress["tokens_seen"])
     while progress["tokens_seen"] < args.max_tokens and time.perf_counter() < deadline:
         rng = np.random.default_rng(args.seed + progress["epoch"])
         lengths = bptt_lengths(rows.shape[1] - 1, args.bptt, rng)
@@ -347,30 +351,49 @@ def train(args: argparse.Namespace) -> None:
             lr = learning_rate(progress["tokens_seen"], planned, args.lr, args.warmup_tokens)
             for group, share in zip(optimizer.param_groups, lr_shares):
                 group["lr"] = lr * share * x.size(1) / args.bptt
-            _, state = lm_train_step(model, optimizer, x, y, state, bf16=args.bf16, sampled=sampled)
+            loss, state = lm_train_step(model, optimizer, x, y, state, bf16=args.bf16, sampled=sampled)
+            bar.step(loss)
             progress["batch"] += 1
             progress["tokens_seen"] += x.numel()
             progress["seconds"] += time.perf_counter() - step_start
             window_tokens += x.numel()
             done = progress["tokens_seen"] >= args.max_tokens or time.perf_counter() >= deadline
             if done or time.perf_counter() - window_start >= args.checkpoint_minutes * 60:
+                rate = window_tokens / (time.perf_counter() - window_start)
+                seconds_left = min((args.max_tokens - progress["tokens_seen"]) / rate, deadline - time.perf_counter())
                 _checkpoint(model, optimizer, progress, vocab, tokenizer, config, args, checkpointer, valid_ids,
-                            window_tokens / (time.perf_counter() - window_start))
+                            rate, bar, max(0.0, seconds_left))
                 window_start, window_tokens = time.perf_counter(), 0
                 model.train()
             if done:
+                bar.end()
                 return
         progress["epoch"] += 1
         progress["batch"] = 0
+    bar.end()
 
 
-def _checkpoint(model, optimizer, progress, vocab, tokenizer, config, args, checkpointer, valid_ids, tokens_per_s):
+def _progress_bar(args: argparse.Namespace, tokens_seen: int) -> SilentProgress:
+    """A bar with the time left to the planned end (a number of tokens), shown on a terminal only:
+    in a log file, checkpoint lines report progress instead of thousands of redraws."""
+    import sys
+    if not sys.stderr.isatty() or args.max_tokens == float("inf"):
+        return SilentProgress()
+    bar = ProgressBar(min_interval=1.0)
+    what = f"fine-tuning {args.init}" if args.fine_tune else f"pretraining {args.name}"
+    bar.start(what, math.ceil(max(0, args.max_tokens - tokens_seen) / (args.batch_size * args.bptt)))
+    return bar
+
+
+def _checkpoint(model, optimizer, progress, vocab, tokenizer, config, args, checkpointer, valid_ids, tokens_per_s,
+                bar: SilentProgress, seconds_left: float):
     valid_loss = evaluate_language_model(model, valid_ids, batch_size=args.batch_size, bptt=args.bptt, bf16=args.bf16)
     entry = {"tokens_seen": progress["tokens_seen"], "train_seconds": round(progress["seconds"]),
              "tokens_per_s": round(tokens_per_s), "valid_perplexity": round(math.exp(valid_loss), 2),
              "lr": optimizer.param_groups[-1]["lr"]}
     progress["log"].append(entry)
-    print(json.dumps(entry), flush=True)
+    # The time left (to the planned tokens or the --hours stop) goes to the screen, not to the card.
+    bar.write(json.dumps({**entry, "minutes_left": round(seconds_left / 60, 1)}))
     card = {
         "name": args.name, "direction": "backward" if args.backwards else "forward",
         "corpus": str(Path(args.corpus).resolve().name), "tokens_seen": progress["tokens_seen"],

@@ -18,6 +18,10 @@ class SilentProgress:
     def end(self, **metrics: float) -> None:
         pass
 
+    def write(self, text: str) -> None:
+        """A line of output (a checkpoint's report) between the bar's redraws, on standard output."""
+        print(text, flush=True)
+
 
 class ProgressBar(SilentProgress):
     """One line per stage, redrawn in place: step, smoothed loss, elapsed and remaining time.
@@ -49,6 +53,12 @@ class ProgressBar(SilentProgress):
         self._draw(extra)
         self.stream.write("\n")
         self.stream.flush()
+
+    def write(self, text: str) -> None:
+        self.stream.write("\r\033[K")  # clear the bar's line, print the text, redraw the bar below it
+        self.stream.flush()
+        super().write(text)
+        self._draw()
 
     def _draw(self, extra: str = "") -> None:
         elapsed = time.perf_counter() - self.started

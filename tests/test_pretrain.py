@@ -1,6 +1,8 @@
 """The pretraining command on a tiny made-up corpus: token cache, checkpoints, resume, --init."""
+import io
 import gzip
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -213,6 +215,25 @@ def test_fine_tune_starts_a_fresh_schedule_from_a_model_and_says_so(corpus, tmp_
           "--init", str(tmp_path / "tuned" / "toy-target.fwd.pt"), "--epochs", "3", *tiny_run])
     continued = load_weights(tmp_path / "tuned" / "toy-target.fwd.pt").card
     assert continued["tokens_seen"] >= 3 * n_train and continued["fine_tuned_from"] == origin
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_long_run_shows_its_time_left(corpus, tmp_path, capsys, monkeypatch):
+    """On a terminal a bar counts down to the planned tokens; every checkpoint line says the minutes
+    left, on screen only (the card's log keeps the measurements)."""
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    main([str(corpus), str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--name", "toy",
+          "--max-tokens", "600", "--checkpoint-minutes", "0", *TINY])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert lines and all("minutes_left" in line for line in lines) and lines[-1]["minutes_left"] == 0
+    assert "pretraining toy" in screen.getvalue() and " left" in screen.getvalue()
+    card = load_weights(tmp_path / "out" / "toy.fwd.pt").card
+    assert card["log"] and not any("minutes_left" in entry for entry in card["log"])
 
 
 def test_fine_tune_needs_a_model_in_the_direction_asked_for(corpus, tmp_path):
