@@ -18,13 +18,24 @@ weights with ``lm_epochs=0``. Three steps:
     python benchmarks/semi_supervised.py validate --data ../shared/data --corpus cache/imdb-corpus \\
         --models wiki-en-sub cache/imdb-lm/imdb-lm.fwd.pt --budget 100 --seeds 0 1 2
 
-Test-set numbers come from ``benchmarks/accuracy.py`` with ``--set pretrained=cache/imdb-lm/imdb-lm.fwd.pt
-lm_epochs=0``; ``figure`` draws them as the paper's Figure 3 (test error against labels) and says
-at which multiple of the labels the other lines reach the semi-supervised 100-label error:
+Test-set numbers come from ``benchmarks/accuracy.py`` on a stratified sample of 5,000 test reviews,
+all into ``results/semi_supervised_imdb.jsonl`` (``O``):
 
-    python benchmarks/semi_supervised.py figure --records benchmarks/results/{accuracy,semi_supervised_imdb}.jsonl \
-        --line "semi-supervised=skulmfit[imdb-lm]" "supervised=skulmfit" "from scratch=no-pretraining" \
-        "TF-IDF + LR=tfidf-lr" --reference semi-supervised --out benchmarks/results/figure3_imdb.png
+    A="python benchmarks/accuracy.py --data ../shared/data --datasets imdb --max-test 5000 --out $O"
+    $A --methods skulmfit --tag imdb-lm --set pretrained=benchmarks/models/imdb-lm.fwd.pt lm_epochs=0 \
+        --budgets 100 500 1000                                      # semi-supervised
+    $A --methods skulmfit --budgets 100 500 1000                    # supervised
+    $A --methods no-pretraining --budgets 10000 --seeds 0           # from scratch, 100x the labels
+    $A --methods no-pretraining --budgets all --max-test 2000 5000  # and all 25,000 (also the 2,000 sample)
+    $A --methods tfidf-lr nbsvm --budgets 100 1000 && $A --methods tfidf-lr nbsvm --budgets 10000 --seeds 0
+
+``figure`` draws them as the paper's Figure 3 (test error against labels) and says at which
+multiple of the labels the other lines reach the semi-supervised 100-label error:
+
+    python benchmarks/semi_supervised.py figure --records benchmarks/results/semi_supervised_imdb.jsonl \
+        --test-size 5000 --line "semi-supervised=skulmfit[imdb-lm]" "supervised=skulmfit" \
+        "from scratch=no-pretraining" "TF-IDF + LR=tfidf-lr" "NB-SVM=nbsvm" --reference semi-supervised \
+        --out benchmarks/results/figure3_imdb.png
 """
 from __future__ import annotations
 
