@@ -11,6 +11,9 @@ validation accuracy per setting and dataset.
         --settings '{}' '{"lr": 0.02}' '{"drop_mult": 0.2}'
     python benchmarks/tune_defaults.py --data ../shared/data --datasets sst2 --labels 500 --unlabeled 5000 \\
         --settings '{"lm_epochs": 2}' '{"lm_epochs": 6}'
+
+``--engine NAME=VALUE`` sets one of ``skulmfit.estimator``'s upper-case engine constants (for example
+``LM_SAMPLED_SOFTMAX=0``) for the runs, to compare a choice that is not a parameter; records keep it.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from accuracy import read_csv  # same folder
+import skulmfit.estimator
 from skulmfit import ULMFiTClassifier
 from skulmfit.pretrain import machine_description
 from skulmfit.pretrained import resolve
@@ -55,8 +59,11 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["{}"], help="JSON objects of ULMFiTClassifier parameters")
     parser.add_argument("--pretrained", help="a fixed copy of the weights (pretraining may be rewriting the bundled ones)")
     parser.add_argument("--tag", help="a name for the runs' pretrained model or variant, shown in the summary")
+    parser.add_argument("--engine", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="engine constants of skulmfit.estimator to set for these runs (JSON values)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tune_defaults.jsonl")
     args = parser.parse_args()
+    engine = set_engine_constants(args.engine)
     machine = machine_description()
     for dataset in args.datasets:
         X, y, X_valid, y_valid = tuning_split(args.data, dataset)
@@ -71,7 +78,7 @@ def main() -> None:
                 model.fit([X[i] for i in sample], y[sample], unlabeled=unlabeled)
                 lm = resolve(model.pretrained).card
                 record = {"dataset": dataset, "labels": args.labels, "unlabeled": len(extra) if args.unlabeled else 0,
-                          "seed": seed, "setting": setting, "tag": args.tag,
+                          "seed": seed, "setting": {**setting, **engine}, "tag": args.tag,
                           "pretrained": {"source": str(model.pretrained), "tokens_seen": lm.get("tokens_seen")},
                           "valid_accuracy": float(np.mean(model.predict(X_valid) == y_valid)),
                           "seconds": round(time.perf_counter() - start, 1), "machine": machine}
@@ -80,6 +87,18 @@ def main() -> None:
                 print(json.dumps({k: record[k] for k in ("dataset", "seed", "setting", "valid_accuracy", "seconds")}),
                       flush=True)
     summarize(args.out)
+
+
+def set_engine_constants(assignments: list[str]) -> dict:
+    """Sets ``skulmfit.estimator.NAME = VALUE`` for each ``NAME=VALUE``; returns them as a dict."""
+    engine = {}
+    for assignment in assignments:
+        name, _, value = assignment.partition("=")
+        if not name.isupper() or not hasattr(skulmfit.estimator, name):
+            raise SystemExit(f"--engine {assignment}: {name!r} is not an engine constant of skulmfit.estimator")
+        engine[name] = json.loads(value)
+        setattr(skulmfit.estimator, name, engine[name])
+    return engine
 
 
 def summarize(path: Path) -> None:

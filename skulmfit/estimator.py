@@ -33,6 +33,11 @@ from .vocab import Vocab
 RANDOM_INIT_SIZES = dict(emb_size=128, hidden_size=384, n_layers=2)
 AUTO_EPOCHS_UPDATES = 300  # epochs="auto": about this many updates in the final stage...
 AUTO_EPOCHS_RANGE = (2, 20)  # ...within these bounds (a first choice from a short trial on TREC-6 / SST-2)
+# Language-model fine-tuning scores each step's own targets plus this many drawn ids, not the whole
+# vocabulary (sampled softmax; 0 = full softmax): about 2.3x the tokens/s at 16,000 subword pieces.
+LM_SAMPLED_SOFTMAX = 1024
+# The language model is fine-tuned with its base dropouts times drop_mult times this.
+LM_DROP_SCALE = 2.0
 PREDICT_CHUNK = 4096  # documents tokenized at a time when predicting: bounds memory for any input size
 
 
@@ -159,7 +164,7 @@ class _ULMFiTEstimator(BaseEstimator):
                     dict(lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
                          drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
                          discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
-                         bf16=bf16),
+                         bf16=bf16, sampled_softmax=LM_SAMPLED_SOFTMAX, drop_scale=LM_DROP_SCALE),
                     seed, str(device), self.verbose)
                 vocab = Vocab(encoder["itos"])
                 docs = vocab.numericalize_many(tokens[: len(texts)])
@@ -861,7 +866,7 @@ def fine_tune_encoder(tokens: list[list[str]], lm_source: PretrainedLM | None, f
         config = AWDLSTMConfig(len(vocab), **{k: v for k, v in lm_source.config.sizes().items() if k != "vocab_size"})
     with torch.random.fork_rng(devices=_cuda_devices(torch.device(device))):
         torch.manual_seed(seed)
-        model = LanguageModel(config.scaled(settings["drop_mult"] * 2))
+        model = LanguageModel(config.scaled(settings["drop_mult"] * settings["drop_scale"]))
         if lm_source is not None:
             model.load_state_dict(match_embeddings(lm_source.state_dict, lm_source.itos, vocab.itos))
         if settings["lm_epochs"] > 0:
@@ -870,6 +875,6 @@ def fine_tune_encoder(tokens: list[list[str]], lm_source: PretrainedLM | None, f
                 batch_size=settings["batch_size"], bptt=settings["bptt"], device=device,
                 rng=np.random.default_rng(seed), reverse=backwards, discriminative=settings["discriminative_lr"],
                 stlr=settings["slanted_triangular"], bf16=settings["bf16"],
-                progress=ProgressBar() if verbose else SilentProgress())
+                sampled_softmax=settings["sampled_softmax"], progress=ProgressBar() if verbose else SilentProgress())
     return {"itos": vocab.itos, "sizes": config.sizes(),
             "encoder_state": {k: v.detach().cpu() for k, v in model[0].state_dict().items()}}

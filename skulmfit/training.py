@@ -101,7 +101,8 @@ def fine_tune_language_model(model: LanguageModel, docs: Sequence[np.ndarray], *
                              rng: np.random.Generator | None = None, reverse: bool = False,
                              discriminative: bool = True, stlr: bool = True,
                              cut_frac: float = 0.1, ratio: float = 32.0, weight_decay: float = 0.01,
-                             bf16: bool = False, progress: SilentProgress | None = None) -> list[float]:
+                             bf16: bool = False, sampled_softmax: int = 0,
+                             progress: SilentProgress | None = None) -> list[float]:
     """Fine-tunes a language model on the target texts; returns the mean loss of each epoch.
 
     Each epoch shuffles the documents, concatenates them into one stream, cuts it into
@@ -109,6 +110,10 @@ def fine_tune_language_model(model: LanguageModel, docs: Sequence[np.ndarray], *
     hidden state. Learning rates are discriminative (each lower group /2.6) and follow one
     slanted triangular schedule over all epochs; each step's rate is scaled by its sequence
     length over ``bptt``, as in AWD-LSTM.
+
+    With ``sampled_softmax=N`` each step scores only its batch's targets plus N drawn ids
+    (:class:`~skulmfit.loss.SampledSoftmax`, counts from ``docs``) when that is less than half the
+    vocabulary; the losses returned are then over those candidates.
     """
     device = torch.device(device)
     rng = rng if rng is not None else np.random.default_rng()
@@ -120,6 +125,10 @@ def fine_tune_language_model(model: LanguageModel, docs: Sequence[np.ndarray], *
         return []
     epoch_lengths = [bptt_lengths(row_len - 1, bptt, rng) for _ in range(epochs)]
     total_steps = sum(len(lengths) for lengths in epoch_lengths)
+    vocab_size = model[1].decoder.weight.shape[0]
+    sampled = None
+    if 0 < sampled_softmax < vocab_size // 2:
+        sampled = SampledSoftmax(np.bincount(np.concatenate(docs), minlength=vocab_size), sampled_softmax)
 
     groups = model.layer_groups()
     lrs = discriminative_lrs(lr, len(groups)) if discriminative else [lr] * len(groups)
@@ -136,7 +145,7 @@ def fine_tune_language_model(model: LanguageModel, docs: Sequence[np.ndarray], *
             if stlr:
                 set_stlr(optimizer, step, total_steps, cut_frac, ratio, scale=x.size(1) / bptt)
             try:
-                loss, state = lm_train_step(model, optimizer, x, y, state, bf16=bf16)
+                loss, state = lm_train_step(model, optimizer, x, y, state, bf16=bf16, sampled=sampled)
             except NonFiniteLossError as error:
                 raise NonFiniteLossError(f"{error} in fine-tuning, at step {step + 1} of {total_steps}") from None
             losses.append(loss)

@@ -613,6 +613,20 @@ def test_unlabeled_texts_feed_language_model_fine_tuning(tiny_weights, binary_ta
     assert len(clf.history_[0]) == len(without.history_[0])  # the classifier saw the labelled texts only
 
 
+def test_language_model_fine_tuning_uses_the_sampled_softmax_and_its_size_keys_the_cache(
+        tiny_weights, binary_task, tmp_path, monkeypatch):
+    texts, y = binary_task
+    calls = spy(monkeypatch, "fine_tune_language_model")
+    clf = make(tiny_weights, memory=str(tmp_path))
+    clf.fit(texts, y)
+    assert calls[0][1]["sampled_softmax"] == estimator_module.LM_SAMPLED_SOFTMAX == 1024
+    clf.fit(texts, y)
+    assert len(calls) == 1
+    monkeypatch.setattr(estimator_module, "LM_SAMPLED_SOFTMAX", 8)  # a language model of another loss
+    clf.fit(texts, y)
+    assert len(calls) == 2 and calls[1][1]["sampled_softmax"] == 8
+
+
 def test_labelled_texts_among_the_unlabelled_are_read_once_and_share_one_cached_lm(
         tiny_weights, three_class_task, tmp_path, monkeypatch):
     """One unlabelled corpus serving several label samples: its language model is fine-tuned once."""

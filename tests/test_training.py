@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from skulmfit.loss import SampledSoftmax
 from skulmfit.model import AWDLSTMConfig, LanguageModel, TextClassifier
 from skulmfit.progress import SilentProgress
 from skulmfit.training import (
@@ -106,6 +107,31 @@ def test_fine_tune_language_model_default_discriminative_and_reverse():
     # Trained on reversed text: the reversed pattern becomes more likely.
     assert evaluate_language_model(lm, valid[::-1].copy(), batch_size=8, bptt=20) < before
     assert all(p.requires_grad for p in lm.parameters())
+
+
+def test_fine_tune_language_model_on_a_sampled_softmax_learns_the_full_distribution(monkeypatch):
+    docs, valid = pattern_corpus()
+
+    def fine_tune(sampled_softmax):
+        lm = tiny_lm()
+        torch.manual_seed(3)
+        losses = fine_tune_language_model(lm, docs, epochs=5, lr=3e-2, batch_size=8, bptt=20, discriminative=False,
+                                          rng=np.random.default_rng(1), sampled_softmax=sampled_softmax)
+        return lm, losses
+
+    calls = []
+    original = SampledSoftmax.__call__
+    monkeypatch.setattr(SampledSoftmax, "__call__", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    full_lm, full_losses = fine_tune(0)
+    assert calls == []
+    sampled_lm, sampled_losses = fine_tune(4)  # each batch's targets plus 4 of the 50 ids
+    assert len(calls) > 5 and sampled_losses != full_losses
+    before = evaluate_language_model(tiny_lm(), valid, batch_size=8, bptt=20)
+    after = evaluate_language_model(sampled_lm, valid, batch_size=8, bptt=20)  # full softmax
+    assert math.exp(after) < 0.5 * math.exp(before)
+    # Sampling half the vocabulary or more would save nothing: the full softmax is used.
+    calls.clear()
+    assert fine_tune(25)[1] == full_losses and calls == []
 
 
 def test_fine_tune_language_model_nothing_to_do():
