@@ -7,6 +7,10 @@ default but ``pretrained``; the settings alternate so that drift on the machine 
 median of ``--repeats`` counts. Run it on a quiet machine.
 
     python benchmarks/fit_time.py --data ../shared/data --pretrained wiki-en-small skulmfit/weights/wiki-en-sub.fwd.pt
+
+``--engine`` compares settings of the engine that are not parameters, alternating with the others:
+each arm is ``default`` or comma-separated ``NAME=VALUE`` constants of ``skulmfit.estimator``, e.g.
+``--engine default LM_SAMPLED_SOFTMAX=0``.
 """
 from __future__ import annotations
 
@@ -32,14 +36,25 @@ if {n} is not None:
     keep = np.random.default_rng(0).choice(len(texts), {n}, replace=False)
     texts, labels = [texts[i] for i in keep], labels[keep]
 start = time.perf_counter()
+import skulmfit.estimator
 from skulmfit import ULMFiTClassifier
+for name, value in {engine!r}.items():
+    assert hasattr(skulmfit.estimator, name), name
+    setattr(skulmfit.estimator, name, value)
 ULMFiTClassifier(pretrained={pretrained!r}, random_state=0).fit(texts, labels)
 print(json.dumps({{"seconds": time.perf_counter() - start}}))
 """
 
 
-def fit_seconds(pretrained: str, csv: Path, n: int | None) -> float:
-    code = CHILD.format(folder=str(Path(__file__).parent), csv=str(csv), n=n, pretrained=pretrained)
+def engine_arm(text: str) -> dict:
+    """``default`` -> {}; ``A=1,B=2`` -> {"A": 1, "B": 2} (values as JSON)."""
+    if text == "default":
+        return {}
+    return {name: json.loads(value) for name, value in (item.split("=", 1) for item in text.split(","))}
+
+
+def fit_seconds(pretrained: str, csv: Path, n: int | None, engine: dict) -> float:
+    code = CHILD.format(folder=str(Path(__file__).parent), csv=str(csv), n=n, pretrained=pretrained, engine=engine)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["seconds"]
 
@@ -49,19 +64,23 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder with trec/ and sst2/")
     parser.add_argument("--pretrained", nargs="+", required=True, help="bundled names or weight files")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--engine", nargs="+", default=["default"], help="engine arms (see above)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fit_time.json")
     args = parser.parse_args()
-    seconds = {(p, t): [] for p in args.pretrained for t in args.tasks}
+    seconds = {(p, e, t): [] for p in args.pretrained for e in args.engine for t in args.tasks}
     for _ in range(args.repeats):
         for task in args.tasks:
             folder, n = TASKS[task]
             for pretrained in args.pretrained:
-                seconds[(pretrained, task)].append(fit_seconds(pretrained, args.data / folder / "train.csv", n))
-                print(json.dumps({"pretrained": pretrained, "task": task, "seconds": round(seconds[(pretrained, task)][-1], 1)}),
-                      flush=True)
-    rows = [{"pretrained": p, "task": t, "median_seconds": round(statistics.median(s), 1), "runs": [round(x, 1) for x in s]}
-            for (p, t), s in seconds.items()]
+                for engine in args.engine:
+                    runs = seconds[(pretrained, engine, task)]
+                    runs.append(fit_seconds(pretrained, args.data / folder / "train.csv", n, engine_arm(engine)))
+                    print(json.dumps({"pretrained": pretrained, "engine": engine, "task": task,
+                                      "seconds": round(runs[-1], 1)}), flush=True)
+    rows = [{"pretrained": p, **({"engine": e} if e != "default" else {}), "task": t,
+             "median_seconds": round(statistics.median(s), 1), "runs": [round(x, 1) for x in s]}
+            for (p, e, t), s in seconds.items()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "skulmfit_commit": git_commit(), "machine": machine_description()},
                                    indent=2))

@@ -94,7 +94,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
 
 
 class SampledSoftmax:
-    """The softmax loss over a sample of the vocabulary, for pretraining with large vocabularies.
+    """The softmax loss over a sample of the vocabulary, for training language models with large
+    vocabularies (pretraining, and the language-model fine-tuning inside ``fit``).
 
     When the decoder dominates a training step (a 16,000-token vocabulary at the bundled size makes
     a step 1.5x slower than 8,000 tokens), each batch scores only its *candidates*: the ids of its
@@ -102,7 +103,7 @@ class SampledSoftmax:
     Every candidate's logit is lowered by the log-probability that it was among the candidates
     (sampled softmax with the log-Q correction, Jean et al. 2015), so that frequent words, always
     present, are not favoured over rare ones. The decoder stays tied to the embedding; evaluation
-    and fine-tuning use the full softmax.
+    uses the full softmax.
 
     Parameters
     ----------
