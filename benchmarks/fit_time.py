@@ -10,7 +10,8 @@ median of ``--repeats`` counts. Run it on a quiet machine.
 
 ``--engine`` compares settings of the engine that are not parameters, alternating with the others:
 each arm is ``default`` or comma-separated ``NAME=VALUE`` constants of ``skulmfit.estimator``, e.g.
-``--engine default LM_SAMPLED_SOFTMAX=0``.
+``--engine default LM_SAMPLED_SOFTMAX=0``. ``--params`` does the same for parameters of
+``ULMFiTClassifier``, e.g. ``--params bidirectional=true bidirectional=true,n_jobs=2``.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 from accuracy import git_commit  # same folder
+from skulmfit.cli import parse_params
 from skulmfit.pretrain import machine_description
 
 TASKS = {"trec-all": ("trec", None), "sst2-500": ("sst2", 500)}
@@ -41,7 +43,7 @@ from skulmfit import ULMFiTClassifier
 for name, value in {engine!r}.items():
     assert hasattr(skulmfit.estimator, name), name
     setattr(skulmfit.estimator, name, value)
-ULMFiTClassifier(pretrained={pretrained!r}, random_state=0).fit(texts, labels)
+ULMFiTClassifier(pretrained={pretrained!r}, random_state=0, **{params!r}).fit(texts, labels)
 print(json.dumps({{"seconds": time.perf_counter() - start}}))
 """
 
@@ -53,8 +55,14 @@ def engine_arm(text: str) -> dict:
     return {name: json.loads(value) for name, value in (item.split("=", 1) for item in text.split(","))}
 
 
-def fit_seconds(pretrained: str, csv: Path, n: int | None, engine: dict) -> float:
-    code = CHILD.format(folder=str(Path(__file__).parent), csv=str(csv), n=n, pretrained=pretrained, engine=engine)
+def params_arm(text: str) -> dict:
+    """``default`` -> {}; ``bidirectional=true,n_jobs=2`` -> ULMFiTClassifier parameters (checked names)."""
+    return {} if text == "default" else parse_params(text.split(","))
+
+
+def fit_seconds(pretrained: str, csv: Path, n: int | None, engine: dict, params: dict | None = None) -> float:
+    code = CHILD.format(folder=str(Path(__file__).parent), csv=str(csv), n=n, pretrained=pretrained, engine=engine,
+                        params=params or {})
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["seconds"]
 
@@ -65,22 +73,24 @@ def main() -> None:
     parser.add_argument("--pretrained", nargs="+", required=True, help="bundled names or weight files")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--engine", nargs="+", default=["default"], help="engine arms (see above)")
+    parser.add_argument("--params", nargs="+", default=["default"], help="parameter arms (see above)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fit_time.json")
     args = parser.parse_args()
-    seconds = {(p, e, t): [] for p in args.pretrained for e in args.engine for t in args.tasks}
+    arms = [(p, e, a) for p in args.pretrained for e in args.engine for a in args.params]
+    seconds = {(*arm, t): [] for arm in arms for t in args.tasks}
     for _ in range(args.repeats):
         for task in args.tasks:
             folder, n = TASKS[task]
-            for pretrained in args.pretrained:
-                for engine in args.engine:
-                    runs = seconds[(pretrained, engine, task)]
-                    runs.append(fit_seconds(pretrained, args.data / folder / "train.csv", n, engine_arm(engine)))
-                    print(json.dumps({"pretrained": pretrained, "engine": engine, "task": task,
-                                      "seconds": round(runs[-1], 1)}), flush=True)
-    rows = [{"pretrained": p, **({"engine": e} if e != "default" else {}), "task": t,
-             "median_seconds": round(statistics.median(s), 1), "runs": [round(x, 1) for x in s]}
-            for (p, e, t), s in seconds.items()]
+            for pretrained, engine, params in arms:
+                runs = seconds[(pretrained, engine, params, task)]
+                runs.append(fit_seconds(pretrained, args.data / folder / "train.csv", n, engine_arm(engine),
+                                        params_arm(params)))
+                print(json.dumps({"pretrained": pretrained, "engine": engine, "params": params, "task": task,
+                                  "seconds": round(runs[-1], 1)}), flush=True)
+    rows = [{"pretrained": p, **({"engine": e} if e != "default" else {}), **({"params": a} if a != "default" else {}),
+             "task": t, "median_seconds": round(statistics.median(s), 1), "runs": [round(x, 1) for x in s]}
+            for (p, e, a, t), s in seconds.items()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "skulmfit_commit": git_commit(), "machine": machine_description()},
                                    indent=2))

@@ -9,6 +9,7 @@ import threading
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, Options, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted
@@ -87,6 +88,7 @@ class _ULMFiTEstimator(BaseEstimator):
         # The classifier's DropConnect rate is 0.5 * drop_mult: at 2 it would drop every weight.
         "drop_mult": [Interval(numbers.Real, 0, 2, closed="left")],
         "bidirectional": ["boolean"],
+        "n_jobs": [Interval(numbers.Integral, 1, None, closed="left"), Options(numbers.Integral, {-1}), None],
         "device": [str, torch.device],
         "precision": [StrOptions({"auto", "fp32", "bf16"})],
         "max_vocab": [Interval(numbers.Integral, 16, None, closed="left")],
@@ -102,10 +104,10 @@ class _ULMFiTEstimator(BaseEstimator):
     }
 
     def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs="auto", lr=5e-2, lm_lr=4e-3, batch_size=32,
-                 bptt=70, max_len=1400, drop_mult=0.5, bidirectional=False, device="auto", precision="auto",
-                 max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
+                 bptt=70, max_len=1400, drop_mult=0.5, bidirectional=False, n_jobs=None, device="auto",
+                 precision="auto", max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
                  slanted_triangular=True, validation_fraction=None, n_iter_no_change=None, memory=None,
-                  random_state=None, verbose=0):
+                 random_state=None, verbose=0):
         self.pretrained = pretrained
         self.lm_epochs = lm_epochs
         self.epochs = epochs
@@ -116,6 +118,7 @@ class _ULMFiTEstimator(BaseEstimator):
         self.max_len = max_len
         self.drop_mult = drop_mult
         self.bidirectional = bidirectional
+        self.n_jobs = n_jobs
         self.device = device
         self.precision = precision
         self.max_vocab = max_vocab
@@ -147,45 +150,31 @@ class _ULMFiTEstimator(BaseEstimator):
         progress = ProgressBar() if self.verbose else SilentProgress()
         train_idx, valid_idx = _split(len(texts), stratify, self.validation_fraction, seed)
 
-        epochs = self._final_epochs(len(train_idx))
         directions = (False, True) if self.bidirectional else (False,)
         lm_sources = [resolve(self.pretrained, backwards=backwards) for backwards in directions]
         tokenizer = _shared_tokenizer(lm_sources, self.pretrained)
         tokens = tokenizer.tokenize_many(texts + extra)
-        lm_corpus = _language_model_corpus(texts, extra, tokens)
+        epochs = self._final_epochs(len(train_idx))
+        plan = _DirectionPlan(
+            lm_corpus=_language_model_corpus(texts, extra, tokens), tokens=tokens[: len(texts)], targets=targets,
+            train_idx=train_idx, valid_idx=valid_idx, sample_weight=sample_weight, n_outputs=n_outputs,
+            fingerprint=_fingerprint(self.pretrained), memory=self.memory,
+            # With random_state=None the seed stays out of the cache key (as in a Pipeline's memory):
+            # otherwise every fit would draw a new seed and never reuse a cached language model.
+            ignore_seed=self.random_state is None, seed=seed, device=device, verbose=self.verbose,
+            lm_settings=dict(lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
+                             drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
+                             discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
+                             bf16=bf16, sampled_softmax=LM_SAMPLED_SOFTMAX, drop_scale=LM_DROP_SCALE),
+            head_settings=dict(bptt=self.bptt, max_len=self.max_len, drop_mult=self.drop_mult),
+            training=dict(epochs=epochs, lr=self.lr, batch_size=self.batch_size, device=device,
+                          class_weight=class_weight, gradual_unfreezing=self.gradual_unfreezing,
+                          discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
+                          n_iter_no_change=self.n_iter_no_change, loss=self._training_loss(target_attributes)))
         n_threads = torch.get_num_threads()
-        vocabs, models, histories = [], [], []
         with _explain_non_finite_loss(self, bf16):
-            for backwards, lm_source in zip(directions, lm_sources):
-                # With random_state=None the seed stays out of the cache key (as in a Pipeline's memory):
-                # otherwise every fit would draw a new seed and never reuse a cached language model.
-                encoder = _cached(self.memory, fine_tune_encoder, ignore_seed=self.random_state is None)(
-                    lm_corpus, lm_source, _fingerprint(self.pretrained), backwards,
-                    dict(lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
-                         drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
-                         discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
-                         bf16=bf16, sampled_softmax=LM_SAMPLED_SOFTMAX, drop_scale=LM_DROP_SCALE),
-                    seed, str(device), self.verbose)
-                vocab = Vocab(encoder["itos"])
-                docs = vocab.numericalize_many(tokens[: len(texts)])
-                config = AWDLSTMConfig(**encoder["sizes"]).for_classifier().scaled(self.drop_mult)
-                with torch.random.fork_rng(devices=_cuda_devices(device)):
-                    torch.manual_seed(seed + 1)  # before the head's random initialisation
-                    model = TextClassifier(config, n_outputs, bptt=self.bptt, max_len=self.max_len)
-                    model[0].load_state_dict(encoder["encoder_state"])
-                    history = train_classifier(
-                        model, [docs[i] for i in train_idx], targets[train_idx], epochs=epochs, lr=self.lr,
-                        batch_size=self.batch_size, device=device, rng=np.random.default_rng(seed + 1),
-                        reverse=backwards, class_weight=class_weight,
-                        sample_weight=None if sample_weight is None else sample_weight[train_idx],
-                        gradual_unfreezing=self.gradual_unfreezing,
-                        discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
-                        validation=None if valid_idx is None else ([docs[i] for i in valid_idx], targets[valid_idx]),
-                        n_iter_no_change=self.n_iter_no_change, loss=self._training_loss(target_attributes),
-                        progress=progress)
-                vocabs.append(vocab)
-                models.append(model)
-                histories.append(history)
+            fits = _fit_directions(plan, lm_sources, progress, self._parallel_directions(device, len(directions)))
+        vocabs, models, histories = (list(column) for column in zip(*fits))
         # Fitted attributes are set together at the end: a fit that fails leaves the estimator as it was.
         fitted = {**target_attributes, "tokenizer_": tokenizer, "vocab_": vocabs, "models_": models,
                   "history_": histories, "n_threads_": n_threads, "epochs_": epochs,
@@ -199,6 +188,11 @@ class _ULMFiTEstimator(BaseEstimator):
             return self.epochs
         updates_per_epoch = math.ceil(n_train / self.batch_size)
         return int(np.clip(math.ceil(AUTO_EPOCHS_UPDATES / updates_per_epoch), *AUTO_EPOCHS_RANGE))
+
+    def _parallel_directions(self, device: torch.device, n_directions: int) -> bool:
+        """Whether the two directions are fitted in two processes at once (``n_jobs``, CPU only)."""
+        jobs = 1 if self.n_jobs is None else n_directions if self.n_jobs == -1 else self.n_jobs
+        return n_directions == 2 and jobs >= 2 and device.type == "cpu"
 
     def _class_weights(self, target_attributes: dict, targets: np.ndarray) -> np.ndarray | None:
         return None
@@ -308,6 +302,7 @@ class _ULMFiTEstimator(BaseEstimator):
         blob = state.pop("_models_blob", None)
         if "vocab_" in state:  # fitted before models carried their tokenizer: all were word-level
             state.setdefault("tokenizer_", Tokenizer())
+        state.setdefault("n_jobs", None)  # pickled before the parameter existed
         self.__dict__.update(state)
         if blob is not None:
             specs = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
@@ -354,6 +349,11 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         dropout probability stays below 1.
     bidirectional : bool, default=False
         Fine-tune a forward and a backward model and average their probabilities.
+    n_jobs : int or None, default=None
+        With ``bidirectional=True`` on the CPU: 2 (or -1) fits the backward model in a second
+        process while this one fits the forward model, each with half of torch's threads, which
+        is faster on two or more cores than one model after the other with all of them. Progress
+        bars show the forward model. ``None`` or 1 fits them one after the other; a GPU always does.
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     precision : {"auto", "fp32", "bf16"}, default="auto"
@@ -425,13 +425,13 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
                                     "threshold": [Interval(numbers.Real, 0, 1, closed="both")]}
 
     def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs="auto", lr=5e-2, lm_lr=4e-3, batch_size=32,
-                 bptt=70, max_len=1400, drop_mult=0.5, bidirectional=False, device="auto", precision="auto",
-                 max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
+                 bptt=70, max_len=1400, drop_mult=0.5, bidirectional=False, n_jobs=None, device="auto",
+                 precision="auto", max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
                  slanted_triangular=True, validation_fraction=None, n_iter_no_change=None, class_weight=None,
                  threshold=0.5, memory=None, random_state=None, verbose=0):
         super().__init__(pretrained, lm_epochs=lm_epochs, epochs=epochs, lr=lr, lm_lr=lm_lr, batch_size=batch_size,
-                         bptt=bptt, max_len=max_len, drop_mult=drop_mult, bidirectional=bidirectional, device=device,
-                         precision=precision, max_vocab=max_vocab, min_freq=min_freq,
+                         bptt=bptt, max_len=max_len, drop_mult=drop_mult, bidirectional=bidirectional, n_jobs=n_jobs,
+                         device=device, precision=precision, max_vocab=max_vocab, min_freq=min_freq,
                          gradual_unfreezing=gradual_unfreezing, discriminative_lr=discriminative_lr,
                          slanted_triangular=slanted_triangular, validation_fraction=validation_fraction,
                          n_iter_no_change=n_iter_no_change, memory=memory, random_state=random_state, verbose=verbose)
@@ -585,7 +585,7 @@ class ULMFiTRegressor(RegressorMixin, _ULMFiTEstimator):
     Parameters
     ----------
     pretrained, lm_epochs, epochs, lr, lm_lr, batch_size, bptt, max_len, drop_mult, bidirectional, \
-device, precision, max_vocab, min_freq, gradual_unfreezing, discriminative_lr, slanted_triangular, \
+n_jobs, device, precision, max_vocab, min_freq, gradual_unfreezing, discriminative_lr, slanted_triangular, \
 validation_fraction, n_iter_no_change, memory, random_state, verbose
         As in :class:`ULMFiTClassifier` (which adds ``class_weight``). With ``validation_fraction``
         the kept epoch is the one of highest held-out R^2; with ``bidirectional=True`` the two
@@ -878,3 +878,93 @@ def fine_tune_encoder(tokens: list[list[str]], lm_source: PretrainedLM | None, f
                 sampled_softmax=settings["sampled_softmax"], progress=ProgressBar() if verbose else SilentProgress())
     return {"itos": vocab.itos, "sizes": config.sizes(),
             "encoder_state": {k: v.detach().cpu() for k, v in model[0].state_dict().items()}}
+
+
+@dataclass
+class _DirectionPlan:
+    """Everything that fitting one direction needs, validated and drawn by ``_fit``. It is picklable,
+    so that the backward direction can be fitted in another process at the same time."""
+    lm_corpus: list[list[str]]  # tokenized documents for language-model fine-tuning
+    tokens: list[list[str]]  # the labelled texts, tokenized
+    targets: np.ndarray
+    train_idx: np.ndarray
+    valid_idx: np.ndarray | None
+    sample_weight: np.ndarray | None
+    n_outputs: int
+    fingerprint: str | None
+    memory: object
+    ignore_seed: bool
+    seed: int
+    device: torch.device
+    verbose: int
+    lm_settings: dict  # fine_tune_encoder's settings (the memory cache key)
+    head_settings: dict  # bptt, max_len and drop_mult of the classifier
+    training: dict  # train_classifier's keyword arguments shared by both directions
+
+    def fit(self, backwards: bool, lm_source: PretrainedLM | None, progress) -> tuple[Vocab, TextClassifier, dict]:
+        """One direction: its language model fine-tuned (or read from ``memory``), then its classifier."""
+        encoder = _cached(self.memory, fine_tune_encoder, ignore_seed=self.ignore_seed)(
+            self.lm_corpus, lm_source, self.fingerprint, backwards, self.lm_settings, self.seed, str(self.device),
+            self.verbose)
+        vocab = Vocab(encoder["itos"])
+        docs = vocab.numericalize_many(self.tokens)
+        config = AWDLSTMConfig(**encoder["sizes"]).for_classifier().scaled(self.head_settings["drop_mult"])
+        with torch.random.fork_rng(devices=_cuda_devices(self.device)):
+            torch.manual_seed(self.seed + 1)  # before the head's random initialisation
+            model = TextClassifier(config, self.n_outputs, bptt=self.head_settings["bptt"],
+                                   max_len=self.head_settings["max_len"])
+            model[0].load_state_dict(encoder["encoder_state"])
+            validation = None if self.valid_idx is None else (
+                [docs[i] for i in self.valid_idx], self.targets[self.valid_idx])
+            history = train_classifier(
+                model, [docs[i] for i in self.train_idx], self.targets[self.train_idx],
+                rng=np.random.default_rng(self.seed + 1), reverse=backwards,
+                sample_weight=None if self.sample_weight is None else self.sample_weight[self.train_idx],
+                validation=validation, progress=progress, **self.training)
+        return vocab, model, history
+
+
+def _fit_directions(plan: _DirectionPlan, lm_sources: list, progress, parallel: bool) -> list[tuple]:
+    """``(vocab, model, history)`` of each direction, forward first.
+
+    With ``parallel`` the backward direction is fitted in a second process while this one fits the
+    forward direction, each with half of torch's threads: two single-threaded processes on two
+    cores do more work than one process with two threads. The results equal a fit one after the
+    other with those thread counts (each direction is seeded on its own).
+    """
+    directions = (False, True)[: len(lm_sources)]
+    if not parallel:
+        return [plan.fit(backwards, source, progress) for backwards, source in zip(directions, lm_sources)]
+    from joblib.externals.loky import get_reusable_executor
+    threads = torch.get_num_threads()
+    forward_threads = max(1, threads // 2)
+    # A reused worker keeps torch imported between fits (a grid search fits many times).
+    executor = get_reusable_executor(max_workers=1)
+    backward = executor.submit(_fit_backward_in_worker, plan, lm_sources[1], max(1, threads - forward_threads))
+    try:
+        with _torch_threads(forward_threads):
+            forward = plan.fit(False, lm_sources[0], progress)
+        vocab, spec, history = backward.result()
+    except BaseException:  # an error, or Ctrl-C: the worker must not train on in the background
+        executor.shutdown(wait=False, kill_workers=True)
+        raise
+    return [forward, (vocab, _model_from_spec(spec), history)]
+
+
+def _fit_backward_in_worker(plan: _DirectionPlan, lm_source: PretrainedLM | None, threads: int) -> tuple:
+    """The backward direction in a worker process; the model travels back as a spec of CPU tensors."""
+    torch.set_num_threads(threads)
+    quiet = replace(plan, verbose=0)  # the forward direction's bars in the caller's process show progress
+    vocab, model, history = quiet.fit(True, lm_source, SilentProgress())
+    return vocab, _model_spec(model), history
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` for the block, then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,4 +1,5 @@
-"""Engine arms of the diagnostic benchmarks: tune_defaults.py --engine and fit_time.py --engine."""
+"""Engine and parameter arms of the diagnostic benchmarks: tune_defaults.py --engine, fit_time.py
+--engine and --params."""
 import sys
 from pathlib import Path
 
@@ -26,3 +27,10 @@ def test_fit_time_engine_arms():
     assert fit_time.engine_arm("default") == {}
     assert fit_time.engine_arm("LM_SAMPLED_SOFTMAX=0,LM_DROP_SCALE=0.6") == {"LM_SAMPLED_SOFTMAX": 0,
                                                                             "LM_DROP_SCALE": 0.6}
+
+
+def test_fit_time_parameter_arms():
+    assert fit_time.params_arm("default") == {}
+    assert fit_time.params_arm("bidirectional=true,n_jobs=2") == {"bidirectional": True, "n_jobs": 2}
+    with pytest.raises(Exception, match="no such parameter"):
+        fit_time.params_arm("n_job=2")

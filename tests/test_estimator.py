@@ -138,6 +138,7 @@ def test_unlabeled_with_a_missing_text_is_rejected(no_training, tiny_weights):
     dict(lm_epochs=-1), dict(lr=0), dict(lm_lr=-1e-3), dict(device="tpu"), dict(device="cuda:x"),
     dict(precision="fp16"), dict(class_weight="foo"), dict(batch_size=1), dict(bptt=2), dict(max_vocab=8),
     dict(validation_fraction=1.0), dict(n_iter_no_change=0), dict(bidirectional="yes"), dict(pretrained=3),
+    dict(n_jobs=0), dict(n_jobs=-2), dict(n_jobs=1.5),
 ])
 def test_invalid_parameters_raise_invalid_parameter_error(no_training, tiny_weights, params):
     clf = ULMFiTClassifier(**{"pretrained": str(tiny_weights), **TINY, **params})
@@ -271,6 +272,54 @@ def test_bidirectional_without_pretrained_weights(binary_task):
              for m, v, r in directions]
     assert not np.allclose(proba[0], proba[1])
     np.testing.assert_allclose(clf.predict_proba(texts), (proba[0] + proba[1]) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_bidirectional_with_two_processes_equals_one_after_the_other(binary_task):
+    """n_jobs=2 fits the backward direction in a worker process; with one torch thread per direction
+    either way, the fitted models are the same bit for bit."""
+    texts, y = binary_task
+    params = dict(pretrained=None, **TINY, bidirectional=True, precision="fp32")
+    sequential = ULMFiTClassifier(**params).fit(texts, y)
+    parallel = ULMFiTClassifier(**params, n_jobs=2).fit(texts, y)
+    assert torch.get_num_threads() == 1  # restored after the forward direction's half
+    assert parallel.history_ == sequential.history_
+    np.testing.assert_array_equal(parallel.predict_proba(texts), sequential.predict_proba(texts))
+    for ours, theirs in zip(parallel.models_, sequential.models_):
+        for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+            assert torch.equal(a, b), name
+
+
+def test_a_failure_in_either_process_leaves_the_fitted_model_as_it_was(binary_task):
+    texts, y = binary_task
+    clf = ULMFiTClassifier(pretrained=None, **TINY, bidirectional=True, n_jobs=2).fit(texts, y)
+    before = clf.predict_proba(texts)
+    with pytest.raises(estimator_module.NonFiniteLossError, match="left the estimator as it was"):
+        clf.set_params(lr=1e38, lm_lr=1e38).fit(texts, y)
+    np.testing.assert_array_equal(clf.predict_proba(texts), before)
+    # the worker was stopped with the failed fit; the next fit starts a new one
+    clf.set_params(lr=5e-2, lm_lr=4e-3).fit(texts, y)
+    assert len(clf.models_) == 2
+
+
+def test_a_failure_in_the_backward_process_reaches_the_caller(tiny_weights, tiny_itos, binary_task, tmp_path,
+                                                             monkeypatch):
+    """Only the backward model (fitted in the worker) has non-finite weights: its error is raised by
+    fit as if it had been fitted here, and the forward model's success does not leave a half fit."""
+    from skulmfit.model import AWDLSTMConfig, LanguageModel
+    from skulmfit.pretrained import save_weights
+    model = LanguageModel(AWDLSTMConfig(vocab_size=len(tiny_itos), emb_size=8, hidden_size=16, n_layers=2))
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.fill_(float("nan"))
+    broken = tmp_path / "broken.bwd.pt"
+    save_weights(broken, model, tiny_itos, backwards=True, card={"name": "broken"})
+    resolve = estimator_module.resolve
+    monkeypatch.setattr(estimator_module, "resolve", lambda pretrained, backwards=False: resolve(
+        str(broken) if backwards else pretrained, backwards=backwards))
+    clf = make(tiny_weights, bidirectional=True, n_jobs=2)
+    with pytest.raises(estimator_module.NonFiniteLossError, match="non-finite pretrained weights"):
+        clf.fit(*binary_task)
+    assert not hasattr(clf, "models_")
 
 
 def test_a_single_weight_file_cannot_serve_both_directions(no_training, tiny_weights, tiny_weights_bwd):
@@ -416,6 +465,16 @@ def test_saved_state_records_versions(fitted):
     assert state["_versions"] == {"skulmfit": skulmfit.__version__, "torch": torch.__version__}
     assert "models_" not in state and isinstance(state["_models_blob"], bytes)
     assert "models_" in fitted.__dict__  # getstate works on a copy
+
+
+def test_a_model_pickled_before_n_jobs_existed_loads_with_its_default(fitted, three_class_task):
+    state = fitted.__getstate__()
+    del state["n_jobs"]
+    restored = ULMFiTClassifier.__new__(ULMFiTClassifier)
+    restored.__setstate__(state)
+    assert restored.get_params()["n_jobs"] is None
+    np.testing.assert_array_equal(restored.predict_proba(three_class_task[0][:4]),
+                                  fitted.predict_proba(three_class_task[0][:4]))
 
 
 @pytest.mark.parametrize("package", ["skulmfit", "torch"])
