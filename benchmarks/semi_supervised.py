@@ -13,7 +13,8 @@ weights with ``lm_epochs=0``. Three steps:
     python -m skulmfit.pretrain cache/imdb-corpus cache/imdb-lm --name imdb-lm --cache cache/imdb-cache \\
         --init wiki-en-sub --fine-tune --epochs 1 --lr 2e-3 --lr-factor 2.6 --drop-mult 0.3 \\
         --sampled-softmax 1024 --bf16 --threads 1 --checkpoint-minutes 8
-    #    (the second arm, imdb-lm-2ep: --epochs 2, 74 min; benchmarks/models/README.md has its command)
+    #    (the other arms: imdb-lm-2ep, --epochs 2, 74 min; imdb-lm-bs32, --lr 5e-3 --batch-size 32, 32 min,
+    #    the best on validation; benchmarks/models/README.md has their commands)
     # 3. Validation (held-out training reviews, never the test split): bits per character of each
     #    model on them, and classifiers trained on labelled budgets drawn outside them.
     python benchmarks/semi_supervised.py validate --data ../shared/data --corpus cache/imdb-corpus \\
@@ -27,6 +28,8 @@ all into ``results/semi_supervised_imdb.jsonl`` (``O``):
         --budgets 100 500 1000                                      # semi-supervised
     $A --methods skulmfit --tag imdb-lm-2ep --set pretrained=benchmarks/models/imdb-lm-2ep.fwd.pt lm_epochs=0 \
         --budgets 100 500 1000 --max-test 2000 5000                 # semi-supervised, two epochs
+    $A --methods skulmfit --tag imdb-lm-bs32 --set pretrained=benchmarks/models/imdb-lm-bs32.fwd.pt lm_epochs=0 \
+        --budgets 100 500 1000 --max-test 2000 5000                 # semi-supervised, lr 5e-3, batch 32
     $A --methods skulmfit --budgets 100 500 1000                    # supervised
     $A --methods no-pretraining --budgets 10000 --seeds 0           # from scratch, 100x the labels
     $A --methods no-pretraining --budgets all --max-test 2000 5000  # and all 25,000 (also the 2,000 sample)
