@@ -167,7 +167,7 @@ class _ULMFiTEstimator(BaseEstimator):
                              discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
                              bf16=bf16, sampled_softmax=LM_SAMPLED_SOFTMAX, drop_scale=LM_DROP_SCALE),
             head_settings=dict(bptt=self.bptt, max_len=self.max_len, drop_mult=self.drop_mult),
-            training=dict(epochs=epochs, lr=self.lr, batch_size=self.batch_size, device=device,
+            training=dict(epochs=epochs, lr=self.lr, batch_size=self.batch_size,
                           class_weight=class_weight, gradual_unfreezing=self.gradual_unfreezing,
                           discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
                           n_iter_no_change=self.n_iter_no_change, loss=self._training_loss(target_attributes)))
@@ -899,7 +899,7 @@ class _DirectionPlan:
     verbose: int
     lm_settings: dict  # fine_tune_encoder's settings (the memory cache key)
     head_settings: dict  # bptt, max_len and drop_mult of the classifier
-    training: dict  # train_classifier's keyword arguments shared by both directions
+    training: dict  # train_classifier's other keyword arguments, the same for both directions
 
     def fit(self, backwards: bool, lm_source: PretrainedLM | None, progress) -> tuple[Vocab, TextClassifier, dict]:
         """One direction: its language model fine-tuned (or read from ``memory``), then its classifier."""
@@ -918,7 +918,7 @@ class _DirectionPlan:
                 [docs[i] for i in self.valid_idx], self.targets[self.valid_idx])
             history = train_classifier(
                 model, [docs[i] for i in self.train_idx], self.targets[self.train_idx],
-                rng=np.random.default_rng(self.seed + 1), reverse=backwards,
+                device=self.device, rng=np.random.default_rng(self.seed + 1), reverse=backwards,
                 sample_weight=None if self.sample_weight is None else self.sample_weight[self.train_idx],
                 validation=validation, progress=progress, **self.training)
         return vocab, model, history
