@@ -59,7 +59,7 @@ from accuracy import (label_subset, latest_runs, machine_description, parse_over
 from lm_eval import evaluate_model
 
 from skulmfit import ULMFiTClassifier
-from skulmfit.pretrained import available_models, resolve
+from skulmfit.pretrained import available_models, has_backward, resolve
 
 HOLDOUT_FILE = "holdout.json"  # which training reviews the corpus left out, for `validate`
 
@@ -117,6 +117,8 @@ def validate(args: argparse.Namespace) -> None:
     for spec in args.models:
         lm = resolve(spec)
         lm_record = {"model": spec, **model_summary(lm), "held_out_lm": evaluate_model(lm, X_valid)}
+        if has_backward(spec):  # the classifiers below fit both directions (bidirectional="auto")
+            lm_record["held_out_lm_backward"] = evaluate_model(resolve(spec, backwards=True), X_valid)
         print(json.dumps(lm_record), flush=True)
         params = {"pretrained": spec, **({} if spec in available_models() else {"lm_epochs": 0}), **args.overrides}
         for seed in args.seeds:
@@ -127,7 +129,8 @@ def validate(args: argparse.Namespace) -> None:
             fit_seconds = time.perf_counter() - start
             accuracy = float(np.mean(model.predict(X_valid) == y_valid))
             record = {**lm_record, "budget": args.budget, "seed": seed, "valid_accuracy": accuracy,
-                      "valid_size": len(y_valid), "fit_seconds": round(fit_seconds, 1),
+                      "valid_size": len(y_valid), "directions": len(model.models_),
+                      "fit_seconds": round(fit_seconds, 1),
                       "params": {k: str(v) for k, v in params.items()},
                       "machine": machine_description()}
             with open(args.out, "a") as f:

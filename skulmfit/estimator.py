@@ -24,7 +24,7 @@ from sklearn.utils.validation import _check_sample_weight, check_array, check_is
 
 from . import __version__
 from .model import AWDLSTMConfig, LanguageModel, TextClassifier
-from .pretrained import DEFAULT_MODEL, PretrainedLM, match_embeddings, resolve
+from .pretrained import DEFAULT_MODEL, PretrainedLM, has_backward, match_embeddings, resolve
 from .progress import ProgressBar, SilentProgress
 from .text import Tokenizer
 from .training import NonFiniteLossError, _on_device, fine_tune_language_model, pooled_features, predict_logits, train_classifier
@@ -87,7 +87,7 @@ class _ULMFiTEstimator(BaseEstimator):
         "max_len": [Interval(numbers.Integral, 1, None, closed="left")],
         # The classifier's DropConnect rate is 0.5 * drop_mult: at 2 it would drop every weight.
         "drop_mult": [Interval(numbers.Real, 0, 2, closed="left")],
-        "bidirectional": ["boolean"],
+        "bidirectional": ["boolean", StrOptions({"auto"})],
         "n_jobs": [Interval(numbers.Integral, 1, None, closed="left"), Options(numbers.Integral, {-1}), None],
         "device": [str, torch.device],
         "precision": [StrOptions({"auto", "fp32", "bf16"})],
@@ -104,7 +104,7 @@ class _ULMFiTEstimator(BaseEstimator):
     }
 
     def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs="auto", lr=5e-2, lm_lr=4e-3, batch_size=32,
-                 bptt=70, max_len=1400, drop_mult=0.5, bidirectional=False, n_jobs=None, device="auto",
+                 bptt=70, max_len=1400, drop_mult=0.5, bidirectional="auto", n_jobs=None, device="auto",
                  precision="auto", max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
                  slanted_triangular=True, validation_fraction=None, n_iter_no_change=None, memory=None,
                  random_state=None, verbose=0):
@@ -150,7 +150,8 @@ class _ULMFiTEstimator(BaseEstimator):
         progress = ProgressBar() if self.verbose else SilentProgress()
         train_idx, valid_idx = _split(len(texts), stratify, self.validation_fraction, seed)
 
-        directions = (False, True) if self.bidirectional else (False,)
+        both = has_backward(self.pretrained) if self.bidirectional == "auto" else self.bidirectional
+        directions = (False, True) if both else (False,)
         lm_sources = [resolve(self.pretrained, backwards=backwards) for backwards in directions]
         tokenizer = _shared_tokenizer(lm_sources, self.pretrained)
         tokens = tokenizer.tokenize_many(texts + extra)
@@ -178,7 +179,7 @@ class _ULMFiTEstimator(BaseEstimator):
         # Fitted attributes are set together at the end: a fit that fails leaves the estimator as it was.
         fitted = {**target_attributes, "tokenizer_": tokenizer, "vocab_": vocabs, "models_": models,
                   "history_": histories, "n_threads_": n_threads, "epochs_": epochs,
-                  "precision_": "bf16" if bf16 else "fp32"}
+                  "precision_": "bf16" if bf16 else "fp32", "bidirectional_": both}
         for name, value in fitted.items():
             setattr(self, name, value)
         return self
@@ -190,9 +191,16 @@ class _ULMFiTEstimator(BaseEstimator):
         return int(np.clip(math.ceil(AUTO_EPOCHS_UPDATES / updates_per_epoch), *AUTO_EPOCHS_RANGE))
 
     def _parallel_directions(self, device: torch.device, n_directions: int) -> bool:
-        """Whether the two directions are fitted in two processes at once (``n_jobs``, CPU only)."""
-        jobs = 1 if self.n_jobs is None else n_directions if self.n_jobs == -1 else self.n_jobs
-        return n_directions == 2 and jobs >= 2 and device.type == "cpu"
+        """Whether the two directions are fitted in two processes at once (``n_jobs``, CPU only).
+
+        ``None`` does so when torch may use two threads or more: in a joblib or Dask worker it has
+        one, and a grid search's own processes already fill the cores.
+        """
+        if n_directions < 2 or device.type != "cpu":
+            return False
+        if self.n_jobs is None:
+            return torch.get_num_threads() >= 2
+        return self.n_jobs == -1 or self.n_jobs >= 2
 
     def _class_weights(self, target_attributes: dict, targets: np.ndarray) -> np.ndarray | None:
         return None
@@ -203,7 +211,7 @@ class _ULMFiTEstimator(BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """Concat-pooled document embeddings from the fine-tuned encoder(s).
 
-        Shape (n_samples, 3 * emb_size), or twice that with ``bidirectional=True`` (forward
+        Shape (n_samples, 3 * emb_size), or twice that for a bidirectional fit (forward
         features first), ready for any other scikit-learn model.
         """
         chunks = [np.concatenate(chunk, axis=1) for chunk in self._chunks(X, pooled=True)]
@@ -307,6 +315,8 @@ class _ULMFiTEstimator(BaseEstimator):
         if blob is not None:
             specs = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
             self.models_ = [_model_from_spec(spec) for spec in specs]
+        if hasattr(self, "models_") and not hasattr(self, "bidirectional_"):  # fitted before "auto" existed
+            self.bidirectional_ = len(self.models_) == 2
 
 
 
@@ -347,13 +357,20 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         dropouts times ``2 * drop_mult``, so the default reproduces fastai's defaults for both.
         The largest rate is the classifier's DropConnect, ``0.5 * drop_mult``: below 2 every
         dropout probability stays below 1.
-    bidirectional : bool, default=False
-        Fine-tune a forward and a backward model and average their probabilities.
+    bidirectional : bool or "auto", default="auto"
+        Fine-tune a forward and a backward model and average their probabilities. ``"auto"`` does
+        so when ``pretrained`` has a backward model (the bundled models, or a folder from
+        ``skulmfit.pretrain`` with both directions) and fits the forward model alone otherwise (a
+        single weight file, fastai weights of one direction, ``pretrained=None``).
+        ``bidirectional_`` says which it was. Both directions were 0 to 4 points more accurate
+        than the forward model alone in every measured setting; prediction takes twice as long.
     n_jobs : int or None, default=None
-        With ``bidirectional=True`` on the CPU: 2 (or -1) fits the backward model in a second
-        process while this one fits the forward model, each with half of torch's threads, which
-        is faster on two or more cores than one model after the other with all of them. Progress
-        bars show the forward model. ``None`` or 1 fits them one after the other; a GPU always does.
+        For a bidirectional fit on the CPU: how many processes fit the two directions. With 2 (or
+        -1) the backward model is fitted in a second process while this one fits the forward
+        model, each on half of torch's threads, which on two or more cores is about twice as fast
+        as one model after the other on all of them; progress bars show the forward model.
+        ``None`` does so when torch may use at least two threads (not in a joblib or Dask worker,
+        which has one); 1 fits them one after the other, as a GPU always does.
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     precision : {"auto", "fp32", "bf16"}, default="auto"
@@ -407,7 +424,9 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
     history_ : list of dict
         Loss (and validation accuracy) of every classifier epoch, per direction.
     n_threads_ : int
-        Torch threads used while fitting.
+        Torch threads while fitting (with the directions in two processes, each used half).
+    bidirectional_ : bool
+        Whether a backward model was fitted beside the forward one (``bidirectional`` resolved).
     epochs_ : int
         Classifier epochs of the final stage (``epochs`` resolved).
     precision_ : {"fp32", "bf16"}
@@ -425,7 +444,7 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
                                     "threshold": [Interval(numbers.Real, 0, 1, closed="both")]}
 
     def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs="auto", lr=5e-2, lm_lr=4e-3, batch_size=32,
-                 bptt=70, max_len=1400, drop_mult=0.5, bidirectional=False, n_jobs=None, device="auto",
+                 bptt=70, max_len=1400, drop_mult=0.5, bidirectional="auto", n_jobs=None, device="auto",
                  precision="auto", max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
                  slanted_triangular=True, validation_fraction=None, n_iter_no_change=None, class_weight=None,
                  threshold=0.5, memory=None, random_state=None, verbose=0):
@@ -588,7 +607,7 @@ class ULMFiTRegressor(RegressorMixin, _ULMFiTEstimator):
 n_jobs, device, precision, max_vocab, min_freq, gradual_unfreezing, discriminative_lr, slanted_triangular, \
 validation_fraction, n_iter_no_change, memory, random_state, verbose
         As in :class:`ULMFiTClassifier` (which adds ``class_weight``). With ``validation_fraction``
-        the kept epoch is the one of highest held-out R^2; with ``bidirectional=True`` the two
+        the kept epoch is the one of highest held-out R^2; in a bidirectional fit the two
         directions' predictions are averaged.
 
     Attributes
@@ -598,7 +617,7 @@ validation_fraction, n_iter_no_change, memory, random_state, verbose
     y_mean_, y_scale_ : ndarray of shape (n_outputs,)
         Mean and standard deviation of each training target; a constant target (scale 0) is
         predicted as that constant.
-    tokenizer_, vocab_, models_, history_, n_threads_, epochs_, precision_
+    tokenizer_, vocab_, models_, history_, n_threads_, bidirectional_, epochs_, precision_
         As in :class:`ULMFiTClassifier`; ``history_`` records ``valid_r2`` where the classifier
         records ``valid_accuracy``.
 

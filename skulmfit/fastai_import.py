@@ -178,6 +178,12 @@ def _check_direction(file: Path, backwards: bool) -> None:
                          f"backwards={backwards}; pass backwards={direction} or the other file")
 
 
+def names_a_backward_file(folder: Path) -> bool:
+    """Whether ``folder`` holds a full weights file whose name says it reads backward."""
+    return any(f.is_file() and f.suffix.lower() in WEIGHT_SUFFIXES and not f.stem.lower().endswith("_enc")
+               and _direction_of(f) is True for f in folder.iterdir())
+
+
 def _pick_weights_file(folder: Path, backwards: bool) -> Path:
     files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in WEIGHT_SUFFIXES)
     full = [f for f in files if not f.stem.lower().endswith("_enc")]

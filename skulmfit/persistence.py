@@ -10,7 +10,7 @@ tensors plus plain values (strings, numbers, lists, dicts) in one ``torch.save``
      or "targets": {"y_mean_": [...], "y_scale_": [...], ...} (a regressor's),
      "tokenizer": {...}, "vocabs": [[token, ...], ...],
      "models": [{"config": ..., "n_classes": ..., "bptt": ..., "max_len": ..., "state_dict": {...}}, ...],
-     "fitted": {"history_": ..., "n_threads_": ..., "epochs_": ..., "precision_": ...}}
+     "fitted": {"history_": ..., "n_threads_": ..., "epochs_": ..., "precision_": ..., "bidirectional_": ...}}
 
 Weights are stored as CPU tensors in their own precision, so predictions after loading equal those
 before bit for bit, and a model fitted on a GPU loads on a machine without one.
@@ -29,7 +29,7 @@ from .text import Tokenizer
 from .vocab import Vocab
 
 FORMAT = "skulmfit-classifier-1"
-_FITTED = ("history_", "n_threads_", "epochs_", "precision_")
+_FITTED = ("history_", "n_threads_", "epochs_", "precision_", "bidirectional_")
 
 
 def save(estimator, path: str | Path) -> None:
@@ -107,8 +107,9 @@ def load(path: str | Path):
     estimator.tokenizer_ = Tokenizer.from_dict(payload["tokenizer"])
     estimator.vocab_ = [Vocab(itos) for itos in payload["vocabs"]]
     estimator.models_ = [_model_from_spec(spec) for spec in payload["models"]]
+    fitted = {"bidirectional_": len(estimator.models_) == 2, **payload["fitted"]}  # saved before "auto" existed
     for name in _FITTED:
-        setattr(estimator, name, payload["fitted"][name])
+        setattr(estimator, name, fitted[name])
     return estimator
 
 

@@ -192,6 +192,28 @@ def resolve(pretrained: str | Path | None, backwards: bool = False) -> Pretraine
     return load_fastai(path, backwards=backwards)
 
 
+def has_backward(pretrained: str | Path | None) -> bool:
+    """Whether ``pretrained`` offers a backward model beside its forward one (``bidirectional="auto"``).
+
+    True for a bundled model or a ``skulmfit.pretrain`` folder that holds both directions, and for
+    a fastai folder with a weights file named as backward (``bwd``/``backward``); False for
+    ``None``, for a single weight file (one direction) and for anything :func:`resolve` would
+    reject, so that ``resolve`` gives the error.
+    """
+    if pretrained is None:
+        return False
+    if isinstance(pretrained, str) and pretrained in _registry():
+        return "backward" in _registry()[pretrained]
+    path = Path(pretrained)
+    if not path.is_dir():
+        return False
+    models = _registry(path)
+    if models:
+        return len(models) == 1 and "backward" in next(iter(models.values()))
+    from .fastai_import import names_a_backward_file
+    return names_a_backward_file(path)
+
+
 def _is_skulmfit_file(path: Path) -> bool:
     try:
         payload = _torch_load(path, mmap=True)

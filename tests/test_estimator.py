@@ -322,6 +322,21 @@ def test_a_failure_in_the_backward_process_reaches_the_caller(tiny_weights, tiny
     assert not hasattr(clf, "models_")
 
 
+@pytest.mark.parametrize("n_jobs, threads, device, parallel", [
+    (None, 2, "cpu", True),    # the default: two processes where torch has two threads or more
+    (None, 1, "cpu", False),   # a joblib or Dask worker (one thread): one after the other
+    (None, 4, "cuda", False),  # a GPU fits the directions one after the other
+    (1, 4, "cpu", False),
+    (2, 1, "cpu", True),
+    (-1, 1, "cpu", True),
+])
+def test_when_the_two_directions_run_in_two_processes(n_jobs, threads, device, parallel):
+    clf = ULMFiTClassifier(n_jobs=n_jobs)
+    with estimator_module._torch_threads(threads):
+        assert clf._parallel_directions(torch.device(device), n_directions=2) is parallel
+        assert clf._parallel_directions(torch.device(device), n_directions=1) is False
+
+
 def test_a_single_weight_file_cannot_serve_both_directions(no_training, tiny_weights, tiny_weights_bwd):
     """Known gap: ``pretrained`` takes one path, and a skulmfit file holds one direction, so a
     fwd+bwd pair of files can only be used through the bundled-model registry (see
@@ -467,12 +482,14 @@ def test_saved_state_records_versions(fitted):
     assert "models_" in fitted.__dict__  # getstate works on a copy
 
 
-def test_a_model_pickled_before_n_jobs_existed_loads_with_its_default(fitted, three_class_task):
+def test_a_model_pickled_before_n_jobs_and_auto_directions_loads_with_their_defaults(fitted, three_class_task):
     state = fitted.__getstate__()
     del state["n_jobs"]
     restored = ULMFiTClassifier.__new__(ULMFiTClassifier)
+    del state["bidirectional_"]
     restored.__setstate__(state)
     assert restored.get_params()["n_jobs"] is None
+    assert restored.bidirectional_ is False  # from the number of fitted models
     np.testing.assert_array_equal(restored.predict_proba(three_class_task[0][:4]),
                                   fitted.predict_proba(three_class_task[0][:4]))
 

@@ -25,6 +25,7 @@ def test_round_trip_is_bit_for_bit_for_every_label_type(tiny_weights, tmp_path, 
     assert loaded.classes_.dtype == clf.classes_.dtype and loaded.classes_.tolist() == clf.classes_.tolist()
     assert loaded.get_params() == {**clf.get_params(), "pretrained": str(tiny_weights)}  # paths come back as str
     assert loaded.history_ == clf.history_ and loaded.precision_ == clf.precision_
+    assert loaded.bidirectional_ is clf.bidirectional_ is False
 
 
 def test_bidirectional_with_class_weights_and_a_memory_folder(tiny_weights, tiny_weights_bwd, tmp_path):
@@ -39,6 +40,19 @@ def test_bidirectional_with_class_weights_and_a_memory_folder(tiny_weights, tiny
     loaded = skulmfit.load(tmp_path / "model")
     np.testing.assert_array_equal(loaded.predict_proba(TEXTS), clf.predict_proba(TEXTS))
     assert loaded.class_weight == {1: 2.0, 0: 1.0} and loaded.memory == str(tmp_path / "cache")
+    assert loaded.bidirectional_ is True
+
+
+def test_a_file_saved_before_auto_directions_existed_loads(tiny_weights, tmp_path):
+    clf = ULMFiTClassifier(pretrained=tiny_weights, **TINY).fit(TEXTS, ["pos", "neg"] * 9)
+    clf.save(tmp_path / "model")
+    payload = torch.load(tmp_path / "model", weights_only=True)
+    del payload["fitted"]["bidirectional_"]
+    payload["params"] = payload["params"].replace('"bidirectional": "auto"', '"bidirectional": false')
+    torch.save(payload, tmp_path / "old")
+    loaded = skulmfit.load(tmp_path / "old")
+    assert loaded.bidirectional_ is False and loaded.get_params()["bidirectional"] is False
+    np.testing.assert_array_equal(loaded.predict_proba(TEXTS), clf.predict_proba(TEXTS))
 
 
 def test_a_fitted_model_is_required(tmp_path):

@@ -16,6 +16,7 @@ from skulmfit.pretrained import (
     FORMAT,
     TIED_KEYS,
     PretrainedLM,
+    has_backward,
     load_bundled,
     load_weights,
     match_embeddings,
@@ -283,6 +284,38 @@ def test_bidirectional_estimator_on_a_registered_pair(registry_dir, binary_task)
                            random_state=0).fit(texts, y)
     assert clf.transform(texts[:4]).shape == (4, 6 * 8)
     assert clf.predict_proba(texts).shape == (len(texts), 2)
+
+
+def test_which_sources_offer_a_backward_model(registry_dir, tiny_weights, tiny_weights_bwd, tmp_path):
+    """``bidirectional="auto"`` asks has_backward: both directions only where a backward model exists."""
+    assert has_backward("tiny") and has_backward(registry_dir) and has_backward(str(registry_dir))
+    assert not has_backward(None) and not has_backward(tiny_weights) and not has_backward(tmp_path / "absent")
+    forward_only = tmp_path / "forward-only"
+    forward_only.mkdir()
+    (forward_only / "tiny.fwd.pt").write_bytes(tiny_weights.read_bytes())
+    card = json.loads((registry_dir / "tiny.fwd.json").read_text())
+    (forward_only / "tiny.fwd.json").write_text(json.dumps(card))
+    assert not has_backward(forward_only)
+    fastai_style = tmp_path / "fastai"  # no cards: the file names say the direction
+    fastai_style.mkdir()
+    (fastai_style / "fwd_wt103.pth").write_bytes(b"")
+    (fastai_style / "itos_wt103.pkl").write_bytes(b"")
+    assert not has_backward(fastai_style)
+    (fastai_style / "bwd_wt103_enc.pth").write_bytes(b"")  # an encoder-only file cannot serve
+    assert not has_backward(fastai_style)
+    (fastai_style / "bwd_wt103.pth").write_bytes(b"")
+    assert has_backward(fastai_style)
+
+
+def test_auto_fits_both_directions_where_the_model_has_them(registry_dir, tiny_weights, binary_task):
+    texts, y = binary_task
+    tiny = dict(lm_epochs=0, epochs=1, batch_size=8, bptt=10, random_state=0)
+    both = ULMFiTClassifier("tiny", **tiny).fit(texts, y)
+    assert both.bidirectional_ and len(both.models_) == 2 and both.transform(texts[:2]).shape == (2, 6 * 8)
+    forward = ULMFiTClassifier(str(tiny_weights), **tiny).fit(texts, y)
+    assert not forward.bidirectional_ and len(forward.models_) == 1
+    assert not ULMFiTClassifier(None, **tiny).fit(texts, y).bidirectional_
+    assert not ULMFiTClassifier("tiny", **tiny, bidirectional=False).fit(texts, y).bidirectional_
 
 
 def test_no_weights_folder_means_no_models(tmp_path, monkeypatch):
