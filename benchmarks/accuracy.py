@@ -325,9 +325,22 @@ def pretrained_model(model) -> dict | None:
                 for direction, card in cards.items()}
     if isinstance(name, (str, Path)) and Path(name).is_file():
         card = load_weights(name).card
-        return {"file": str(name), "sha256": sha256(name)[:16],
-                **{k: card[k] for k in ("name", "corpus", "tokens_seen", "fine_tuned_from") if k in card}}
+        return weight_file_summary(name, card)
+    if isinstance(name, (str, Path)) and Path(name).is_dir():  # a skulmfit.pretrain folder: each direction
+        return {direction: weight_file_summary(Path(name) / card["file"], load_weights(Path(name) / card["file"]).card)
+                for direction, card in folder_cards(Path(name)).items()}
     return None
+
+
+def weight_file_summary(path, card: dict) -> dict:
+    return {"file": str(path), "sha256": sha256(path)[:16],
+            **{k: card[k] for k in ("name", "corpus", "tokens_seen", "fine_tuned_from") if k in card}}
+
+
+def folder_cards(folder: Path) -> dict[str, dict]:
+    """``{"forward": card, "backward": card}`` of the model cards (``*.fwd.json``/``*.bwd.json``) in a folder."""
+    cards = [json.loads(f.read_text()) for f in sorted(folder.iterdir()) if f.name.endswith((".fwd.json", ".bwd.json"))]
+    return {card["direction"]: card for card in cards}
 
 
 def model_params(model) -> dict[str, str]:

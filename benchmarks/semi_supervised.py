@@ -28,7 +28,7 @@ all into ``results/semi_supervised_imdb.jsonl`` (``O``):
         --budgets 100 500 1000                                      # semi-supervised
     $A --methods skulmfit --tag imdb-lm-2ep --set pretrained=benchmarks/models/imdb-lm-2ep.fwd.pt lm_epochs=0 \
         --budgets 100 500 1000 --max-test 2000 5000                 # semi-supervised, two epochs
-    $A --methods skulmfit --tag imdb-lm-bs32 --set pretrained=benchmarks/models/imdb-lm-bs32.fwd.pt lm_epochs=0 \
+    $A --methods skulmfit --tag imdb-lm-bs32 --set pretrained=benchmarks/models/imdb-lm-bs32/imdb-lm-bs32.fwd.pt lm_epochs=0 \
         --budgets 100 500 1000 --max-test 2000 5000                 # semi-supervised, lr 5e-3, batch 32
     $A --methods skulmfit --budgets 100 500 1000                    # supervised
     $A --methods no-pretraining --budgets 10000 --seeds 0           # from scratch, 100x the labels

@@ -121,3 +121,17 @@ def test_records_say_which_weight_file_a_run_used(accuracy, tiny_weights):
     used = accuracy.pretrained_model(ULMFiTClassifier(pretrained=str(tiny_weights)))
     assert used["sha256"] == sha256(tiny_weights)[:16] and used["name"] == "tiny"
     assert accuracy.pretrained_model(ULMFiTClassifier(pretrained=None)) is None
+
+
+def test_records_say_which_files_a_two_direction_folder_holds(accuracy, tiny_weights, tiny_weights_bwd, tmp_path):
+    import json
+
+    from skulmfit import ULMFiTClassifier
+    from skulmfit.pretrained import sha256
+    for source, direction in ((tiny_weights, "forward"), (tiny_weights_bwd, "backward")):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+        card = {"name": "tiny", "direction": direction, "file": source.name, "sha256": sha256(source)}
+        (tmp_path / f"tiny.{source.name.split('.')[1]}.json").write_text(json.dumps(card))
+    used = accuracy.pretrained_model(ULMFiTClassifier(pretrained=str(tmp_path)))
+    assert set(used) == {"forward", "backward"}
+    assert used["backward"]["sha256"] == sha256(tiny_weights_bwd)[:16] and used["backward"]["name"] == "tiny"
