@@ -14,7 +14,8 @@ weights with ``lm_epochs=0``. Three steps:
         --init wiki-en-sub --fine-tune --epochs 1 --lr 2e-3 --lr-factor 2.6 --drop-mult 0.3 \\
         --sampled-softmax 1024 --bf16 --threads 1 --checkpoint-minutes 8
     #    (the other arms: imdb-lm-2ep, --epochs 2, 74 min; imdb-lm-bs32, --lr 5e-3 --batch-size 32, 32 min,
-    #    the best on validation; benchmarks/models/README.md has their commands)
+    #    and its backward model; imdb-lm-bs32-2ep, the same over 2 epochs, 67 min, the best on
+    #    validation; benchmarks/models/README.md has their commands)
     # 3. Validation (held-out training reviews, never the test split): bits per character of each
     #    model on them, and classifiers trained on labelled budgets drawn outside them.
     python benchmarks/semi_supervised.py validate --data ../shared/data --corpus cache/imdb-corpus \\
@@ -30,7 +31,12 @@ all into ``results/semi_supervised_imdb.jsonl`` (``O``):
         --budgets 100 500 1000 --max-test 2000 5000                 # semi-supervised, two epochs
     $A --methods skulmfit --tag imdb-lm-bs32 --set pretrained=benchmarks/models/imdb-lm-bs32/imdb-lm-bs32.fwd.pt lm_epochs=0 \
         --budgets 100 500 1000 --max-test 2000 5000                 # semi-supervised, lr 5e-3, batch 32
-    $A --methods skulmfit --budgets 100 500 1000                    # supervised
+    $A --methods skulmfit --tag imdb-lm-bs32-2ep --set pretrained=benchmarks/models/imdb-lm-bs32-2ep/imdb-lm-bs32-2ep.fwd.pt \
+        lm_epochs=0 --budgets 100 500 1000 --max-test 2000 5000      # the same, two epochs (the best)
+    $A --methods bidirectional --tag imdb-lm-bs32 --set pretrained=benchmarks/models/imdb-lm-bs32 lm_epochs=0 \
+        --budgets 100 500 1000 --max-test 2000 5000                 # both directions of imdb-lm-bs32
+    $A --methods skulmfit --budgets 100 500 1000                    # supervised, forward
+    $A --methods bidirectional --budgets 100 --max-test 2000 5000   # supervised, both directions (the default)
     $A --methods no-pretraining --budgets 10000 --seeds 0           # from scratch, 100x the labels
     $A --methods no-pretraining --budgets all --max-test 2000 5000  # and all 25,000 (also the 2,000 sample)
     $A --methods tfidf-lr nbsvm --budgets 100 1000 && $A --methods tfidf-lr nbsvm --budgets 10000 --seeds 0
@@ -39,10 +45,11 @@ all into ``results/semi_supervised_imdb.jsonl`` (``O``):
 multiple of the labels the other lines reach the semi-supervised 100-label error:
 
     python benchmarks/semi_supervised.py figure --records benchmarks/results/semi_supervised_imdb.jsonl \
-        --test-size 5000 --line "semi-supervised, 2 epochs=skulmfit[imdb-lm-2ep]" \
-        "semi-supervised, 1 epoch=skulmfit[imdb-lm]" "supervised=skulmfit" \
+        --test-size 5000 --line "semi-supervised, 2 epochs, forward=skulmfit[imdb-lm-bs32-2ep]" \
+        "semi-supervised, 1 epoch, both directions=bidirectional[imdb-lm-bs32]" \
+        "semi-supervised, 1 epoch, forward=skulmfit[imdb-lm-bs32]" "supervised, forward=skulmfit" \
         "from scratch=no-pretraining" "TF-IDF + LR=tfidf-lr" "NB-SVM=nbsvm" \
-        --reference "semi-supervised, 2 epochs" \
+        --reference "semi-supervised, 2 epochs, forward" \
         --out benchmarks/results/figure3_imdb.png
 """
 from __future__ import annotations
