@@ -94,6 +94,7 @@ def run(args) -> None:
                               "skulmfit_commit": commit, "machine": machine}
                     if method == "skulmfit":
                         record["pretrained"] = args.pretrained
+                        record["directions"] = len(model.models_)  # 2: forward and backward (the default)
                     if hasattr(model, "best_params_"):
                         record["cv_choice"] = model.best_params_
                     with open(args.out, "a") as f:
@@ -105,7 +106,8 @@ def table(path: Path) -> str:
     runs = defaultdict(list)
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        method = f"{r['method']} ({r['pretrained']})" if "pretrained" in r else r["method"]
+        both = ", both directions" if r.get("directions") == 2 else ""
+        method = f"{r['method']} ({r['pretrained']}{both})" if "pretrained" in r else r["method"]
         runs[(r["task"], method, r["budget"], r["test"])].append(r)
     lines = ["| task | method | labels | test texts | metrics (mean ± std over seeds) | runs |", "|---|---|---|---|---|---|"]
     for (task, method, budget, test), group in sorted(runs.items()):
