@@ -129,6 +129,8 @@ class SampledSoftmax:
         vocab_size = len(weight)
         if len(self.log_not_target) != vocab_size:
             raise ValueError(f"counts cover {len(self.log_not_target)} ids, the decoder {vocab_size}")
+        # A one-token BPTT window flattens to a strided view, which searchsorted would warn about.
+        target = target.contiguous()
         drawn = torch.randint(vocab_size, (self.n_sampled,), device=target.device)
         candidates = torch.unique(torch.cat([target, drawn]))  # sorted
         # log P(id is not among the candidates) = len(target) * log(1 - p) + n_sampled * log(1 - 1/vocab)

@@ -136,6 +136,21 @@ def test_sampled_softmax_is_the_full_softmax_when_every_id_is_a_candidate():
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_sampled_softmax_takes_the_strided_targets_of_a_one_token_window_silently():
+    """lm_batches' last window can be one token long: its targets flatten to a strided view."""
+    import warnings
+    window = torch.randint(50, (4, 2))
+    target = window[:, 1:].reshape(-1)
+    assert not target.is_contiguous()
+    hidden, weight, bias = torch.randn(4, 6), torch.randn(50, 6), torch.randn(50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.manual_seed(0)
+        strided = SampledSoftmax(torch.ones(50), 5)(hidden, weight, bias, target)
+    torch.manual_seed(0)
+    assert torch.equal(strided, SampledSoftmax(torch.ones(50), 5)(hidden, weight, bias, target.contiguous()))
+
+
 def test_sampled_softmax_scores_only_the_candidates_and_corrects_for_their_inclusion():
     torch.manual_seed(0)
     vocab = 1000
