@@ -54,7 +54,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from skulmfit import ULMFiTClassifier
 from skulmfit.pretrain import machine_description
-from skulmfit.pretrained import available_models, load_weights, model_card, sha256
+from skulmfit.pretrained import _registry, available_models, load_weights, model_card, sha256
 
 DATASETS = {  # name: (train file, test file) inside --data
     "trec": ("trec/train.csv", "trec/test.csv"),
@@ -326,21 +326,17 @@ def pretrained_model(model) -> dict | None:
     if isinstance(name, (str, Path)) and Path(name).is_file():
         card = load_weights(name).card
         return weight_file_summary(name, card)
-    if isinstance(name, (str, Path)) and Path(name).is_dir():  # a skulmfit.pretrain folder: each direction
+    models = _registry(Path(name)) if isinstance(name, (str, Path)) and Path(name).is_dir() else {}
+    if len(models) == 1:  # a skulmfit.pretrain folder: each direction's file (a fastai folder has no cards)
+        [cards] = models.values()  # {"forward": card, "backward": card}
         return {direction: weight_file_summary(Path(name) / card["file"], load_weights(Path(name) / card["file"]).card)
-                for direction, card in folder_cards(Path(name)).items()}
+                for direction, card in cards.items()}
     return None
 
 
 def weight_file_summary(path, card: dict) -> dict:
     return {"file": str(path), "sha256": sha256(path)[:16],
             **{k: card[k] for k in ("name", "corpus", "tokens_seen", "fine_tuned_from") if k in card}}
-
-
-def folder_cards(folder: Path) -> dict[str, dict]:
-    """``{"forward": card, "backward": card}`` of the model cards (``*.fwd.json``/``*.bwd.json``) in a folder."""
-    cards = [json.loads(f.read_text()) for f in sorted(folder.iterdir()) if f.name.endswith((".fwd.json", ".bwd.json"))]
-    return {card["direction"]: card for card in cards}
 
 
 def model_params(model) -> dict[str, str]:

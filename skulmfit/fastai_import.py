@@ -180,13 +180,21 @@ def _check_direction(file: Path, backwards: bool) -> None:
 
 def names_a_backward_file(folder: Path) -> bool:
     """Whether ``folder`` holds a full weights file whose name says it reads backward."""
-    return any(f.is_file() and f.suffix.lower() in WEIGHT_SUFFIXES and not f.stem.lower().endswith("_enc")
-               and _direction_of(f) is True for f in folder.iterdir())
+    return any(_direction_of(f) is True for f in _full_weight_files(_weight_files(folder)))
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in WEIGHT_SUFFIXES)
+
+
+def _full_weight_files(files: list[Path]) -> list[Path]:
+    """The whole language models among weight files (v0.7's encoder-only ``*_enc`` files left out)."""
+    return [f for f in files if not f.stem.lower().endswith("_enc")]
 
 
 def _pick_weights_file(folder: Path, backwards: bool) -> Path:
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in WEIGHT_SUFFIXES)
-    full = [f for f in files if not f.stem.lower().endswith("_enc")]
+    files = _weight_files(folder)
+    full = _full_weight_files(files)
     if not full:
         if files:
             raise ValueError(f"{folder} holds only encoder-only files ({', '.join(f.name for f in files)}); "

@@ -202,8 +202,9 @@ def has_backward(pretrained: str | Path | None) -> bool:
     """
     if pretrained is None:
         return False
-    if isinstance(pretrained, str) and pretrained in _registry():
-        return "backward" in _registry()[pretrained]
+    bundled = _registry()
+    if isinstance(pretrained, str) and pretrained in bundled:
+        return "backward" in bundled[pretrained]
     path = Path(pretrained)
     if not path.is_dir():
         return False

@@ -135,3 +135,6 @@ def test_records_say_which_files_a_two_direction_folder_holds(accuracy, tiny_wei
     used = accuracy.pretrained_model(ULMFiTClassifier(pretrained=str(tmp_path)))
     assert set(used) == {"forward", "backward"}
     assert used["backward"]["sha256"] == sha256(tiny_weights_bwd)[:16] and used["backward"]["name"] == "tiny"
+    other = tmp_path / "fastai"  # a folder without model cards is not described
+    other.mkdir()
+    assert accuracy.pretrained_model(ULMFiTClassifier(pretrained=str(other))) is None
