@@ -221,6 +221,7 @@ class _ULMFiTEstimator(BaseEstimator):
     def _chunks(self, X, pooled: bool):
         """For each block of :data:`PREDICT_CHUNK` texts, one output array per direction."""
         check_is_fitted(self)
+        self._validate_params()  # set_params after fit (threshold, batch_size, device) is checked here
         texts = _check_texts(X)
         for start in range(0, len(texts), PREDICT_CHUNK):
             yield self._outputs(self.tokenizer_.tokenize_many(texts[start:start + PREDICT_CHUNK]), pooled)
@@ -228,7 +229,7 @@ class _ULMFiTEstimator(BaseEstimator):
     def _outputs(self, tokens: list[list[str]], pooled: bool) -> list[np.ndarray]:
         """One output array per direction (head outputs, or pooled features) for tokenized texts."""
         device = _resolve_device(self.device, fitted=True)
-        bf16 = _use_bf16(self.precision, device)
+        bf16 = _use_bf16(self.precision, device, fitting=False)
         run = pooled_features if pooled else predict_logits
         _ready_for_prediction(self.models_, device)
         return [run(model, vocab.numericalize_many(tokens), batch_size=self.batch_size, device=device,
@@ -255,13 +256,14 @@ class _ULMFiTEstimator(BaseEstimator):
             log-probability, or predicted value, up). They render as coloured HTML in Jupyter and
             as text with ``print``. See :mod:`skulmfit.explain` for the method and its bounds.
         """
-        from .explain import Explanation, integrated_gradients
+        from .explain import Explanation, check_steps, integrated_gradients
         check_is_fitted(self)
+        check_steps(steps)
         texts = _check_texts(X)
         tokens = self.tokenizer_.tokenize_many(texts)
         units, values, labels, output, unit_scale = self._explained(self._outputs(tokens, pooled=False), target)
         device = _resolve_device(self.device, fitted=True)
-        bf16 = _use_bf16(self.precision, device)
+        bf16 = _use_bf16(self.precision, device, fitting=False)
         per_direction = [integrated_gradients(model, vocab.numericalize_many(tokens), units, output=output, steps=steps,
                                               reverse=backwards, device=device, bf16=bf16)
                          for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
@@ -375,8 +377,10 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     precision : {"auto", "fp32", "bf16"}, default="auto"
         ``"bf16"`` uses bfloat16 autocast; ``"auto"`` does so where the hardware computes in bf16
-        natively: GPUs that support it and CPUs with AVX512-BF16 or AMX (elsewhere bf16 is emulated
-        and slower than fp32). ``benchmarks/accuracy.py`` checks bf16 accuracy against fp32.
+        natively: GPUs that support it and CPUs with AVX512-BF16 or AMX. Elsewhere an explicit
+        ``"bf16"`` is refused by ``fit`` with a ValueError (the CPU's LSTM kernels have no bf16 form
+        there), and a model fitted in bf16 on other hardware predicts in fp32 with a warning.
+        ``benchmarks/accuracy.py`` checks bf16 accuracy against fp32.
     max_vocab : int, default=30000
         Size limit of a word-level vocabulary (pretrained tokens plus new words from the training
         texts). A subword model's vocabulary is fixed: it has no unknown words to add.
@@ -519,6 +523,15 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         """
         if not sparse.issparse(Y):
             Y = Y.to_numpy() if hasattr(Y, "to_numpy") else np.asarray(Y)
+        # type_of_target calls any matrix of two integer values an indicator matrix: {0, 2} and
+        # {-1, 1} too, which binary cross-entropy would train into nonsense.
+        if Y.dtype.kind in "biuf":
+            values = np.unique(Y.data) if sparse.issparse(Y) else np.unique(Y)
+            if sparse.issparse(Y) and Y.nnz < Y.shape[0] * Y.shape[1]:
+                values = np.union1d(values, [0])
+            if not np.isin(values, (0, 1)).all():
+                raise ValueError(f"a 2-D y is a multi-label indicator matrix and must hold only 0 and 1; "
+                                 f"it holds {values[:10].tolist()}")
         if type_of_target(Y) != "multilabel-indicator":
             raise ValueError(f"y must be 1-D (one label per text) or a 0/1 indicator matrix of labels "
                              f"(multi-label); got shape {Y.shape} of {type_of_target(Y)!r} targets")
@@ -786,12 +799,25 @@ def _resolve_device(device, fitted: bool = False) -> torch.device:
     return resolved
 
 
-def _use_bf16(precision: str, device: torch.device) -> bool:
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.cuda.is_bf16_supported()
-        return _cpu_computes_bf16()
-    return precision == "bf16"
+def _use_bf16(precision: str, device: torch.device, fitting: bool = True) -> bool:
+    """Whether to compute in bfloat16 on ``device``.
+
+    ``"auto"`` does so where the hardware computes bf16 natively. An explicit ``"bf16"`` where it
+    does not is refused when fitting (the CPU's LSTM kernels have no bf16 form there, and emulation
+    would be slower than fp32); a model fitted with it elsewhere predicts in fp32, with a warning.
+    """
+    if precision == "fp32":
+        return False
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else _cpu_computes_bf16()
+    if precision == "auto" or native:
+        return native
+    hardware = ("this GPU has no bfloat16 support" if device.type == "cuda"
+                else "this CPU has neither AVX512-BF16 nor AMX, so it cannot run the LSTM in bfloat16")
+    if fitting:
+        raise ValueError(f"precision='bf16': {hardware}; use precision='auto' (bf16 wherever the hardware "
+                         "has it, fp32 elsewhere) or precision='fp32'")
+    warnings.warn(f"precision='bf16': {hardware}; predicting in fp32", UserWarning, stacklevel=4)
+    return False
 
 
 def _cpu_computes_bf16() -> bool:
@@ -954,20 +980,53 @@ def _fit_directions(plan: _DirectionPlan, lm_sources: list, progress, parallel: 
     directions = (False, True)[: len(lm_sources)]
     if not parallel:
         return [plan.fit(backwards, source, progress) for backwards, source in zip(directions, lm_sources)]
-    from joblib.externals.loky import get_reusable_executor
     threads = torch.get_num_threads()
     forward_threads = max(1, threads // 2)
-    # A reused worker keeps torch imported between fits (a grid search fits many times).
-    executor = get_reusable_executor(max_workers=1)
-    backward = executor.submit(_fit_backward_in_worker, plan, lm_sources[1], max(1, threads - forward_threads))
-    try:
+    with _backward_worker() as executor:
+        backward = executor.submit(_fit_backward_in_worker, plan, lm_sources[1], max(1, threads - forward_threads))
         with _torch_threads(forward_threads):
             forward = plan.fit(False, lm_sources[0], progress)
         vocab, spec, history = backward.result()
-    except BaseException:  # an error, or Ctrl-C: the worker must not train on in the background
-        executor.shutdown(wait=False, kill_workers=True)
-        raise
     return [forward, (vocab, _model_from_spec(spec), history)]
+
+
+# The process that fits backward directions: skulmfit's own, never the process-wide executor that
+# joblib's loky backend reuses (sharing that one breaks a later cross_val_score(n_jobs=2)). It is
+# kept between fits, as a grid search fits many times, and its worker exits after idling a while.
+_WORKER_IDLE_SECONDS = 300
+_shared_worker = None
+_shared_worker_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _backward_worker():
+    """A one-process executor for the length of a fit.
+
+    The shared one, or a private one while another thread's fit holds it. On an error or Ctrl-C its
+    worker is killed, so it never trains on in the background, and the next fit starts a new one.
+    """
+    global _shared_worker
+    from joblib.externals.loky import ProcessPoolExecutor
+    shared = _shared_worker_lock.acquire(blocking=False)
+    try:
+        if shared:
+            if _shared_worker is None:
+                _shared_worker = ProcessPoolExecutor(max_workers=1, timeout=_WORKER_IDLE_SECONDS)
+            executor = _shared_worker
+        else:
+            executor = ProcessPoolExecutor(max_workers=1)
+        try:
+            yield executor
+        except BaseException:
+            executor.shutdown(wait=False, kill_workers=True)
+            if shared:
+                _shared_worker = None
+            raise
+        if not shared:
+            executor.shutdown(wait=False)
+    finally:
+        if shared:
+            _shared_worker_lock.release()
 
 
 def _fit_backward_in_worker(plan: _DirectionPlan, lm_source: PretrainedLM | None, threads: int) -> tuple:

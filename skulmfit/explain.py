@@ -19,6 +19,7 @@ model's attributions are the mean of the two directions'.
 from __future__ import annotations
 
 import html
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,13 +74,18 @@ class Explanation:
                 + " ".join(spans) + "</div>")
 
 
+def check_steps(steps) -> None:
+    """``steps`` must be a whole number of scales, at least 1 (refused by name before any work)."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+
+
 def integrated_gradients(model, docs: list[np.ndarray], targets: np.ndarray, *, output: str, steps: int = 20,
                          reverse: bool = False, device: torch.device = torch.device("cpu"), bf16: bool = False,
                          max_rows: int = 256) -> list[np.ndarray]:
     """Attribution of every token of each document (in reading order of ``docs``) to ``output``
     (``"log_softmax"``, ``"log_sigmoid"`` or ``"identity"``) of the head unit ``targets[i]``."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_steps(steps)
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps  # midpoint rule
     order = np.argsort([-len(d) for d in docs], kind="stable")  # pool() wants rows longest first
     per_batch = max(1, max_rows // steps)

@@ -759,6 +759,11 @@ def test_end_to_end_a_random_tiny_model_learns_a_separable_task(tiny_weights, ke
         assert clf.fit(X_train, y_train).score(X_test, y_test) > 0.95
 
 
+def without_native_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+
+
 @pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, True), (False, True, True), (False, False, False)])
 def test_auto_precision_uses_bf16_only_on_cpus_that_compute_it(monkeypatch, avx512_bf16, amx, expected):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
@@ -766,7 +771,11 @@ def test_auto_precision_uses_bf16_only_on_cpus_that_compute_it(monkeypatch, avx5
     cpu = torch.device("cpu")
     assert estimator_module._use_bf16("auto", cpu) is expected
     assert estimator_module._use_bf16("fp32", cpu) is False
-    assert estimator_module._use_bf16("bf16", cpu) is True
+    if expected:
+        assert estimator_module._use_bf16("bf16", cpu) is True
+    else:
+        with pytest.raises(ValueError, match="neither AVX512-BF16 nor AMX.*precision='auto'.*precision='fp32'"):
+            estimator_module._use_bf16("bf16", cpu)
 
 
 def test_auto_precision_is_fp32_when_torch_cannot_tell(monkeypatch):
@@ -775,10 +784,31 @@ def test_auto_precision_is_fp32_when_torch_cannot_tell(monkeypatch):
     assert estimator_module._use_bf16("auto", torch.device("cpu")) is False
 
 
+def test_explicit_bf16_on_a_cpu_without_it_is_refused_before_any_work(monkeypatch, binary_task):
+    without_native_bf16(monkeypatch)
+    monkeypatch.setattr(estimator_module, "fine_tune_encoder", lambda *a, **k: pytest.fail("fit started"))
+    with pytest.raises(ValueError, match="precision='bf16': this CPU has neither AVX512-BF16 nor AMX"):
+        ULMFiTClassifier(pretrained=None, **{**TINY, "precision": "bf16"}).fit(*binary_task)
+
+
+def test_a_bf16_model_predicts_in_fp32_with_a_warning_on_a_cpu_without_bf16(monkeypatch, binary_task):
+    texts, y = binary_task
+    clf = ULMFiTClassifier(pretrained=None, **{**TINY, "precision": "fp32"}).fit(texts, y)
+    expected = clf.predict_proba(texts)
+    without_native_bf16(monkeypatch)
+    clf.set_params(precision="bf16")  # as a model fitted in bf16 on another machine
+    with pytest.warns(UserWarning, match="predicting in fp32"):
+        np.testing.assert_array_equal(clf.predict_proba(texts), expected)
+    with pytest.warns(UserWarning, match="predicting in fp32"):
+        assert clf.transform(texts).shape[0] == len(texts)
+
+
 def test_fit_records_the_precision_it_used(binary_task):
     texts, y = binary_task
     clf = ULMFiTClassifier(pretrained=None, **{**TINY, "precision": "fp32"}).fit(texts, y)
     assert clf.precision_ == "fp32"
+    if not estimator_module._cpu_computes_bf16():
+        pytest.skip("this CPU has neither AVX512-BF16 nor AMX: a bf16 fit is refused here (tested above)")
     clf = ULMFiTClassifier(pretrained=None, **{**TINY, "precision": "bf16"}).fit(texts, y)
     assert clf.precision_ == "bf16"
 

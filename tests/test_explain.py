@@ -1,4 +1,6 @@
 """Explanations: integrated gradients find the deciding word and add up to the output's change."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -76,3 +78,10 @@ def test_regressor_explanations_are_in_target_units(tiny_weights, keyword_task):
     with pytest.raises(ValueError, match="output index"):
         reg.explain(X[:1], target=3)
     assert isinstance(explanation, Explanation)
+
+
+@pytest.mark.parametrize("steps", [2.5, 0, -1, True, "4", None])
+def test_bad_steps_are_refused_by_name_before_any_work(keyword_model, monkeypatch, steps):
+    monkeypatch.setattr(type(keyword_model), "_outputs", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(ValueError, match=f"steps must be an integer >= 1, got {re.escape(repr(steps))}"):
+        keyword_model.explain(["a good film"], steps=steps)

@@ -56,10 +56,38 @@ def test_validation_early_stopping_uses_micro_f1(tiny_weights):
 
 
 @pytest.mark.parametrize("Y, match", [
-    (np.array([[0.5, 1.0]] * 16), "indicator matrix of labels"), (np.array([[1, 0]] * 15), "16 texts but y has 15 rows")])
+    (np.array([[0.5, 1.0]] * 16), r"only 0 and 1; it holds \[0.5, 1.0\]"),
+    (np.array([["a", "b"]] * 16), "indicator matrix of labels"), (np.array([[1, 0]] * 15), "16 texts but y has 15 rows")])
 def test_bad_label_matrices_are_refused(tiny_weights, Y, match):
     with pytest.raises(ValueError, match=match):
         ULMFiTClassifier(pretrained=str(tiny_weights), **TINY).fit(["a great film"] * 16, Y)
+
+
+@pytest.mark.parametrize("values", [(0, 2), (-1, 1), (1, 2)])
+@pytest.mark.parametrize("as_sparse", [False, True])
+def test_two_valued_matrices_other_than_0_1_are_refused_naming_their_values(tiny_weights, values, as_sparse):
+    """scikit-learn calls any two-integer matrix an indicator matrix; binary cross-entropy on such
+    values would train into nonsense, so they are refused before any work."""
+    Y = np.array([[values[1], values[0]], [values[0], values[1]]] * 8)
+    if as_sparse:
+        Y = sparse.csr_matrix(Y)
+    with pytest.raises(ValueError, match=r"must hold only 0 and 1; it holds \[.*{}\]".format(values[1])):
+        ULMFiTClassifier(pretrained=str(tiny_weights), **TINY).fit(["a great film", "an awful film"] * 8, Y)
+
+
+def test_boolean_indicator_matrices_are_accepted(tiny_weights):
+    Y = np.array([[True, False], [False, True]] * 8)
+    clf = ULMFiTClassifier(pretrained=str(tiny_weights), **TINY).fit(["a great film", "an awful film"] * 8, Y)
+    assert clf.multilabel_ and clf.predict(["a great film"]).shape == (1, 2)
+
+
+@pytest.mark.parametrize("threshold", [1.5, -0.1, "high"])
+def test_a_threshold_set_after_fit_is_checked_where_it_is_used(tiny_weights, threshold):
+    texts = ["a great film", "an awful film"] * 8
+    clf = ULMFiTClassifier(pretrained=str(tiny_weights), **TINY).fit(texts, np.array([[1, 0], [0, 1]] * 8))
+    clf.threshold = threshold
+    with pytest.raises(ValueError, match="'threshold' parameter"):
+        clf.predict(texts)
 
 
 def test_class_weight_is_refused_with_a_pointer_to_sample_weight(tiny_weights):

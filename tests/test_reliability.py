@@ -267,3 +267,35 @@ def test_an_interrupted_refit_keeps_the_fitted_model(tiny_weights, monkeypatch, 
         clf.fit(TEXTS[::-1], LABELS[::-1])
     monkeypatch.undo()
     np.testing.assert_array_equal(clf.predict_proba(TEXTS), before)
+
+
+# ----------------------------------------------------------------------------- parallel cross-validation
+
+PARALLEL_SEQUENCE = textwrap.dedent("""
+    import numpy as np
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from skulmfit import ULMFiTClassifier
+
+    words = {"pos": "good great fine nice", "neg": "bad awful poor dull"}
+    rng = np.random.default_rng(0)
+    y = ["pos", "neg"] * 12
+    X = [" ".join(rng.choice(words[label].split() + ["film", "plot", "actor"], 6)) for label in y]
+    params = dict(pretrained=None, bidirectional=True, lm_epochs=1, epochs=1, batch_size=8, bptt=10,
+                  max_len=50, random_state=0)
+    # The two directions in two processes, then joblib's process pool, then both again.
+    ULMFiTClassifier(**params, n_jobs=2).fit(X, y)
+    search = GridSearchCV(ULMFiTClassifier(**params), {"epochs": [1, 2]}, cv=2, n_jobs=2).fit(X, y)
+    scores = cross_val_score(ULMFiTClassifier(**params), X, y, cv=2, n_jobs=2)
+    clf = ULMFiTClassifier(**params, n_jobs=2).fit(X, y)
+    assert clf.bidirectional_ and len(clf.models_) == 2
+    assert len(scores) == 2 and search.best_params_["epochs"] in (1, 2)
+    print("sequence ok")
+""")
+
+
+def test_parallel_cross_validation_after_a_two_process_fit_and_a_fit_after_it():
+    """A bidirectional fit's second process must not take joblib's process pool: a fit, then
+    GridSearchCV and cross_val_score with n_jobs=2, then a fit again, in a fresh process."""
+    result = subprocess.run([sys.executable, "-c", PARALLEL_SEQUENCE], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sequence ok" in result.stdout
