@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from accuracy import read_csv  # same folder
-from skulmfit.estimator import LM_DROP_SCALE, _cpu_computes_bf16, target_vocab
+from skulmfit.estimator import LM_DROP_SCALE, target_vocab
 from skulmfit.model import AWDLSTMConfig, LanguageModel
 from skulmfit.pretrain import machine_description
 from skulmfit.pretrained import DEFAULT_MODEL, match_embeddings, resolve
-from skulmfit.training import fine_tune_language_model
+from skulmfit.training import cpu_computes_bf16, fine_tune_language_model
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     sizes = {k: v for k, v in lm.config.sizes().items() if k != "vocab_size"}
     config = AWDLSTMConfig(len(vocab), **sizes).scaled(0.5 * LM_DROP_SCALE)  # drop_mult's default 0.5
     state = match_embeddings(lm.state_dict, lm.itos, vocab.itos)
-    bf16 = _cpu_computes_bf16()
+    bf16 = cpu_computes_bf16()
 
     def epoch_seconds(sampled: int) -> float:
         model = LanguageModel(config)

@@ -27,7 +27,7 @@ from .model import AWDLSTMConfig, LanguageModel, TextClassifier
 from .pretrained import DEFAULT_MODEL, PretrainedLM, has_backward, match_embeddings, resolve
 from .progress import ProgressBar, SilentProgress
 from .text import Tokenizer
-from .training import NonFiniteLossError, _on_device, fine_tune_language_model, pooled_features, predict_logits, train_classifier
+from .training import NonFiniteLossError, _on_device, cpu_computes_bf16, fine_tune_language_model, pooled_features, predict_logits, train_classifier
 from .vocab import Vocab
 
 # Sizes of the language model when ``pretrained=None``: the bundled model's shape.
@@ -808,7 +808,7 @@ def _use_bf16(precision: str, device: torch.device, fitting: bool = True) -> boo
     """
     if precision == "fp32":
         return False
-    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else _cpu_computes_bf16()
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_computes_bf16()
     if precision == "auto" or native:
         return native
     hardware = ("this GPU has no bfloat16 support" if device.type == "cuda"
@@ -818,12 +818,6 @@ def _use_bf16(precision: str, device: torch.device, fitting: bool = True) -> boo
                          "has it, fp32 elsewhere) or precision='fp32'")
     warnings.warn(f"precision='bf16': {hardware}; predicting in fp32", UserWarning, stacklevel=4)
     return False
-
-
-def _cpu_computes_bf16() -> bool:
-    # torch.cpu's capability checks are private; a torch without them gets the safe answer, fp32.
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check is not None and check() for check in checks)
 
 
 def _cuda_devices(device: torch.device) -> list:

@@ -51,6 +51,15 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so bf16 autocast pays.
+
+    torch.cpu's capability checks are private; a torch without them gets the safe answer, fp32.
+    """
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)
+
+
 def make_optimizer(groups: list[list[torch.nn.Module]], lrs: list[float], weight_decay: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups(groups, lrs), betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=weight_decay)
 

@@ -108,7 +108,7 @@ def test_pretrain_is_the_pretraining_command(capsys):
     (["fit", "{train}", "-o", "{model_out}", "--param", "lr=-1"], "cannot fit: The 'lr' parameter"),
     (["fit", "{noname}", "-o", "{model_out}"], "cannot tell the format"),
     (["predict", "{train}", "{train}", "-o", "{out}"], "is not a skulmfit model file"),
-    (["predict", "{missing}", "{train}", "-o", "{out}"], "no such file"),
+    (["predict", "{missing}", "{train}", "-o", "{out}"], "does not exist: there is no skulmfit model file there"),
     (["predict", "{model}", "{train}", "-o", "{out}", "--text-column", "body"], "no text column 'body'"),
     (["evaluate", "{model}", "{badjson}"], "is not readable as jsonl"),
 ])

@@ -9,7 +9,7 @@ dd = pytest.importorskip("dask.dataframe", reason="the Dask tests need dask[data
 
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 
-from skulmfit import ULMFiTClassifier  # noqa: E402
+from skulmfit import ULMFiTClassifier, ULMFiTRegressor  # noqa: E402
 from skulmfit.distributed import predict_partitions  # noqa: E402
 
 TINY = dict(lm_epochs=1, epochs=1, batch_size=8, bptt=10, max_len=50, random_state=0)
@@ -26,6 +26,30 @@ def client():
 @pytest.fixture(scope="module")
 def fitted(tiny_weights, three_class_task):
     return ULMFiTClassifier(pretrained=str(tiny_weights), **TINY).fit(*three_class_task)
+
+
+@pytest.fixture(scope="module")
+def label_sets(three_class_task):
+    """The three-class texts with two labels: sentiment (0 pos, 1 neg) and 2 for a "film" text."""
+    texts, labels = three_class_task
+    Y = np.array([[label == "pos", label == "neg", "film" in text] for text, label in zip(texts, labels)])
+    return texts, Y.astype(int)
+
+
+@pytest.fixture(scope="module", params=["dense", "sparse"])
+def multilabel(request, tiny_weights, label_sets):
+    from scipy import sparse
+    texts, Y = label_sets
+    return ULMFiTClassifier(pretrained=str(tiny_weights), **TINY).fit(
+        texts, sparse.csr_matrix(Y) if request.param == "sparse" else Y)
+
+
+@pytest.fixture(scope="module", params=[1, 2])
+def regressor(request, tiny_weights, three_class_task):
+    texts, labels = three_class_task
+    score = np.array([{"pos": 9.0, "neg": 1.0, "neu": 5.0}[label] for label in labels])
+    y = score if request.param == 1 else np.column_stack([score, -score])
+    return ULMFiTRegressor(pretrained=str(tiny_weights), **TINY).fit(texts, y)
 
 
 def test_workers_compute_with_one_torch_thread(client):
@@ -83,3 +107,42 @@ def test_a_shared_memory_folder_is_reused_across_workers(client, tiny_weights, b
     uncached = GridSearchCV(ULMFiTClassifier(pretrained=str(tiny_weights), **TINY), {"lr": [0.02, 0.1]}, cv=2)
     np.testing.assert_array_equal(again.cv_results_["mean_test_score"],
                                   uncached.fit(texts, y).cv_results_["mean_test_score"])
+
+
+def partitioned(texts):
+    import dask.bag
+    import pandas as pd
+    return dd.from_pandas(pd.Series(texts, name="text"), npartitions=3), dask.bag.from_sequence(texts, npartitions=3)
+
+
+def test_batch_prediction_of_a_multilabel_model_has_a_column_per_label(client, multilabel, label_sets):
+    texts = label_sets[0]
+    series, bag = partitioned(texts)
+    expected = multilabel.predict(texts)
+    expected = expected.toarray() if hasattr(expected, "toarray") else expected
+    labels = predict_partitions(multilabel, series, client=client).compute()
+    assert labels.columns.tolist() == ["label_0", "label_1", "label_2"]
+    np.testing.assert_array_equal(labels.to_numpy(), expected)
+    assert labels.index.tolist() == list(range(len(texts)))
+    proba = predict_partitions(multilabel, series, proba=True, client=client).compute()
+    assert proba.columns.tolist() == ["proba_0", "proba_1", "proba_2"]
+    np.testing.assert_allclose(proba.to_numpy(), multilabel.predict_proba(texts), atol=1e-6)
+    rows = predict_partitions(multilabel, bag, client=client).compute()
+    assert rows == [{f"label_{i}": v for i, v in enumerate(row)} for row in expected.tolist()]
+
+
+def test_batch_prediction_of_a_regressor_has_a_column_per_output(client, regressor, three_class_task):
+    texts = three_class_task[0]
+    series, bag = partitioned(texts)
+    expected = regressor.predict(texts)
+    values = predict_partitions(regressor, series, client=client).compute()
+    if regressor.n_outputs_ == 1:
+        assert values.name == "prediction" and values.dtype == float
+        assert predict_partitions(regressor, bag, client=client).compute() == pytest.approx(expected.tolist())
+    else:
+        assert values.columns.tolist() == ["prediction_0", "prediction_1"]
+        rows = predict_partitions(regressor, bag, client=client).compute()
+        np.testing.assert_allclose([[r["prediction_0"], r["prediction_1"]] for r in rows], expected, rtol=1e-6)
+    np.testing.assert_allclose(values.to_numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="proba=True: ULMFiTRegressor is a regressor"):
+        predict_partitions(regressor, series, proba=True, client=client)

@@ -37,6 +37,7 @@ import skulmfit
 import skulmfit.estimator as estimator_module
 from skulmfit import ULMFiTClassifier
 from skulmfit.estimator import _check_texts
+from skulmfit.training import cpu_computes_bf16
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -807,7 +808,7 @@ def test_fit_records_the_precision_it_used(binary_task):
     texts, y = binary_task
     clf = ULMFiTClassifier(pretrained=None, **{**TINY, "precision": "fp32"}).fit(texts, y)
     assert clf.precision_ == "fp32"
-    if not estimator_module._cpu_computes_bf16():
+    if not cpu_computes_bf16():
         pytest.skip("this CPU has neither AVX512-BF16 nor AMX: a bf16 fit is refused here (tested above)")
     clf = ULMFiTClassifier(pretrained=None, **{**TINY, "precision": "bf16"}).fit(texts, y)
     assert clf.precision_ == "bf16"
