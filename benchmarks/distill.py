@@ -7,12 +7,27 @@ Step by step (each command resumes where it stopped and writes under ``WORK``, o
     # 2. the teacher's normalised embeddings of them, fp16, in resumable chunks of 10,000
     python benchmarks/distill.py encode WORK [--threads 1] [--limit N]
 
+    # 3. the student: wiki-en-sub continued with the LM loss plus (weight > 0) the distillation term
+    python benchmarks/distill.py train WORK OUT --distill-weight 1 --passages-seen 2000000
+    # 4. frozen pooled features + logistic regression at 100 / 500 labels on the validation sets
+    python benchmarks/distill.py probe WORK --data DATA_DIR --models wiki-en-sub OUT/NAME.fwd.pt teacher
+
 ``corpus`` writes ``WORK/passages.txt`` (one passage per line, in encoding order: the first chunks
 are a uniform sample of the whole corpus, so a run stopped early still has one) and
 ``WORK/corpus.json`` (its sha256, counts and source files). Held-out passages come from the
 Wikipedia validation shard only (``WORK/valid_passages.txt``), so cosine to the teacher on them
 measures generalisation. ``encode`` writes ``WORK/teacher-NAME/chunk_NNNNN.npy`` (float16, rows
 L2-normalised) and a ``progress.json`` with passages/s; a chunk file appears only once complete.
+
+``train`` reads the passages encoded so far (fixed when a run starts, so a resumed run sees the
+same batches): each batch of passages runs through the student with its state reset; the
+language-model loss (sampled softmax, as in pretraining) is taken on every next token, and the
+concat pooling the classifier uses ([last, max, mean] of the top LSTM layer) goes through a
+linear projection to the teacher's width, pulled to the teacher's embedding by ``1 - cosine``
+times ``--distill-weight`` (0: the control arm, the LM loss alone on the same batches). A
+checkpoint (model, projection, optimizer, step) goes to ``WORK/runs/NAME`` every few minutes;
+the fp16 weights and card (with the projection's, the corpus checksum, held-out perplexity and
+cosine to the teacher) go to ``OUT``. ``probe`` writes ``benchmarks/results/distill_probe.jsonl``.
 
 Needs the ``distill`` extra (sentence-transformers and the all-MiniLM-L6-v2 weights package);
 ``skulmfit`` itself never imports them. SST-2 text is never read here.
@@ -26,6 +41,7 @@ import json
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -163,6 +179,295 @@ def encoded_passages(work: Path, teacher: str) -> tuple[list[str], np.ndarray]:
     return passages, embeddings
 
 
+# ----------------------------------------------------------------------------- the student
+
+def concat_pool(top, lengths):
+    """ULMFiT's concat pooling [last, max, mean] over each right-padded row's first ``lengths`` steps."""
+    import torch
+    positions = torch.arange(top.size(1), device=top.device)
+    keep = (positions.unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(2)
+    last = top[torch.arange(len(top), device=top.device), lengths - 1]
+    max_pool = top.masked_fill(~keep, float("-inf")).amax(dim=1)
+    mean_pool = (top * keep).sum(dim=1) / lengths.unsqueeze(1).to(top.dtype)
+    return torch.cat([last, max_pool, mean_pool], dim=1)
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of similar length (little padding) in random order: shuffle, sort within blocks of
+    50 batches, cut, shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    block = 50 * batch_size
+    batches = []
+    for start in range(0, len(order), block):
+        part = order[start:start + block]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class Student:
+    """The language model being distilled, its projection to the teacher's space and their losses."""
+
+    def __init__(self, lm, teacher_width: int, bf16: bool):
+        import torch
+        self.lm = lm.build()
+        self.itos, self.tokenizer, self.backwards, self.start_card = lm.itos, lm.tokenizer, lm.backwards, lm.card
+        self.projection = torch.nn.Linear(3 * lm.config.emb_size, teacher_width)
+        self.bf16 = bf16
+
+    def forward(self, ids, lengths):
+        """(top LSTM layer's outputs, projected concat-pooled features) of a right-padded batch."""
+        from skulmfit.training import autocast
+        with autocast(ids.device, self.bf16):
+            top, _, _ = self.lm[0](ids)
+        return top, self.projection(concat_pool(top.float(), lengths))
+
+    def lm_loss(self, top, ids, lengths, sampled):
+        """Mean next-token cross-entropy over each row's real tokens (after output dropout)."""
+        import torch
+        from skulmfit.training import autocast
+        with autocast(ids.device, self.bf16):
+            dropped = self.lm[1].output_dp(top)
+        follows = torch.arange(ids.size(1) - 1).unsqueeze(0) < (lengths - 1).unsqueeze(1)
+        decoder = self.lm[1].decoder
+        return sampled(dropped[:, :-1][follows], decoder.weight, decoder.bias, ids[:, 1:][follows],
+                       torch.bfloat16 if self.bf16 else None)
+
+    def parameters(self):
+        return list(self.lm.parameters()) + list(self.projection.parameters())
+
+
+def tokenized(student: Student, texts: list[str], max_pieces: int = 128) -> list[np.ndarray]:
+    """Ids of each text as the classifier reads it (its last ``max_pieces`` for the backward model's
+    sake too: a passage is at most a long sentence)."""
+    from skulmfit.vocab import Vocab
+    docs = Vocab(student.itos).numericalize_many(student.tokenizer.tokenize_many(texts))
+    return [doc[-max_pieces:] for doc in docs]
+
+
+def held_out_cosine(student: Student, docs: list[np.ndarray], teacher: np.ndarray, batch_size: int = 256) -> float:
+    """Mean cosine between the student's projected features and the teacher's, in eval mode."""
+    import torch
+    from skulmfit.batching import pad_batch
+    student.lm.eval()
+    cosines = []
+    with torch.inference_mode():
+        for start in range(0, len(docs), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(docs)))
+            ids, lengths = pad_batch(docs, rows, reverse=student.backwards)
+            _, projected = student.forward(ids, lengths)
+            target = torch.from_numpy(teacher[rows].astype(np.float32))
+            cosines.append(torch.nn.functional.cosine_similarity(projected, target).numpy())
+    student.lm.train()
+    return float(np.concatenate(cosines).mean())
+
+
+def wiki_valid_stream(student: Student, wiki_dir: Path, n_tokens: int = 250_000) -> np.ndarray:
+    """The first ``n_tokens`` ids of the Wikipedia validation shard (as pretraining measured it)."""
+    from skulmfit.batching import lm_stream
+    lines = []
+    with gzip.open(next(wiki_dir.glob("valid*.txt.gz")), "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                lines.append(line)
+            if len(lines) >= 20_000:
+                break
+    return lm_stream(tokenized(student, lines, max_pieces=10**9), reverse=student.backwards)[:n_tokens]
+
+
+class Passages:
+    """The encoded passages, tokenized for the student; grows as ``encode`` completes chunks."""
+
+    def __init__(self, work: Path, teacher: str, student: Student):
+        self.work, self.teacher, self.student = work, teacher, student
+        self.docs: list[np.ndarray] = []
+        self.targets = np.zeros((0, 0), np.float16)
+
+    def available(self) -> int:
+        folder = teacher_folder(self.work, self.teacher)
+        return sum(1 for _ in folder.glob("chunk_*.npy")) * CHUNK  # chunks are written whole, in order
+
+    def grow_to(self, n: int) -> None:
+        """Tokenized passages and teacher embeddings for the first ``n`` passages."""
+        if n <= len(self.docs):
+            return
+        passages, self.targets = encoded_passages(self.work, self.teacher)
+        if len(passages) < n:
+            raise SystemExit(f"only {len(passages)} passages are encoded; the run needs {n}")
+        self.docs += tokenized(self.student, passages[len(self.docs):n])
+
+
+def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backwards: bool, distill_weight: float,
+          passages_seen: int, batch_size: int, lr: float, wiki_dir: Path, checkpoint_minutes: float, seed: int) -> None:
+    """Continues ``init`` on the encoded passages; resumable from ``WORK/runs/NAME/checkpoint.pt``.
+
+    Each epoch reads every passage encoded when it starts (its size is recorded, so a resumed run
+    replays the same batches): a run may start while ``encode`` is still going.
+    """
+    import torch
+    from skulmfit.batching import pad_batch
+    from skulmfit.loss import SampledSoftmax
+    from skulmfit.pretrained import resolve
+    from skulmfit.training import cpu_computes_bf16
+    run_dir = work / "runs" / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = run_dir / "checkpoint.pt"
+    checkpoint = torch.load(checkpoint_path, weights_only=True) if checkpoint_path.exists() else None
+    student = Student(resolve(init, backwards=backwards), 384, bf16=cpu_computes_bf16())
+    corpus = Passages(work, teacher, student)
+    valid_docs = tokenized(student, read_lines(work / "valid_passages.txt"))
+    valid_targets = np.load(teacher_folder(work, teacher) / "valid.npy")
+    valid_stream = wiki_valid_stream(student, wiki_dir)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    state = {"step": 0, "epoch": 0, "index": 0, "epoch_sizes": [], "log": [], "seconds": 0.0}
+    if checkpoint is not None:
+        student.lm.load_state_dict(checkpoint["model"])
+        student.projection.load_state_dict(checkpoint["projection"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = json.loads(checkpoint["state"])
+    else:
+        state["log"].append(evaluation(student, valid_docs, valid_targets, valid_stream, step=0, seconds=0.0))
+        print(json.dumps(state["log"][-1]), flush=True)
+    n_steps = passages_seen // batch_size
+    started, last_save = time.perf_counter() - state["seconds"], time.perf_counter()
+    settings = {"name": name, "teacher": teacher, "init": init, "backwards": backwards,
+                "distill_weight": distill_weight, "batch_size": batch_size, "lr": lr, "seed": seed,
+                "planned_passages": n_steps * batch_size}
+    sampled = None
+    student.lm.train()
+    while state["step"] < n_steps:
+        if state["epoch"] == len(state["epoch_sizes"]):
+            state["epoch_sizes"].append(corpus.available())
+        corpus.grow_to(state["epoch_sizes"][state["epoch"]])
+        size = state["epoch_sizes"][state["epoch"]]
+        if sampled is None or state["index"] == 0:  # unigram counts of the passages this epoch reads
+            sampled = SampledSoftmax(np.bincount(np.concatenate(corpus.docs[:size]), minlength=len(student.itos)) + 1,
+                                     1024)
+        lengths = np.array([len(doc) for doc in corpus.docs[:size]])
+        batches = length_batches(lengths, batch_size, np.random.default_rng([seed, state["epoch"]]))
+        while state["index"] < len(batches) and state["step"] < n_steps:
+            rows = batches[state["index"]]
+            torch.manual_seed(seed * 1_000_003 + state["step"])
+            ids, batch_lengths = pad_batch(corpus.docs, rows, reverse=backwards)
+            target = torch.from_numpy(corpus.targets[rows].astype(np.float32))
+            scale = min(1.0, (state["step"] + 1) / 200) * (1 - state["step"] / n_steps)  # warm-up, linear decay
+            for group in optimizer.param_groups:
+                group["lr"] = lr * scale
+            top, projected = student.forward(ids, batch_lengths)
+            lm_loss = student.lm_loss(top, ids, batch_lengths, sampled)
+            cosine = torch.nn.functional.cosine_similarity(projected, target).mean()
+            loss = lm_loss + distill_weight * (1 - cosine) if distill_weight else lm_loss
+            if not torch.isfinite(loss):
+                raise SystemExit(f"non-finite loss at step {state['step']}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 0.4)
+            optimizer.step()
+            state["step"] += 1
+            state["index"] += 1
+            if time.perf_counter() - last_save > checkpoint_minutes * 60 or state["step"] == n_steps:
+                state["seconds"] = time.perf_counter() - started
+                state["log"].append({**evaluation(student, valid_docs, valid_targets, valid_stream,
+                                                  step=state["step"], seconds=state["seconds"]),
+                                     "train_lm_loss": round(lm_loss.item(), 4), "train_cosine": round(cosine.item(), 4)})
+                print(json.dumps(state["log"][-1]), flush=True)
+                write_student(out, student, work, settings, state)
+                tmp = checkpoint_path.with_suffix(".tmp")
+                torch.save({"model": student.lm.state_dict(), "projection": student.projection.state_dict(),
+                            "optimizer": optimizer.state_dict(), "state": json.dumps(state)}, tmp)
+                os.replace(tmp, checkpoint_path)
+                last_save = time.perf_counter()
+                student.lm.train()
+        if state["index"] >= len(batches):
+            state["epoch"], state["index"] = state["epoch"] + 1, 0
+
+
+def write_student(out: Path, student: Student, work: Path, settings: dict, state: dict) -> None:
+    """The fp16 weights with their card, and the projection, under ``out`` (fixed names per run)."""
+    import torch
+    from skulmfit.pretrain import machine_description
+    from skulmfit.pretrained import save_weights
+    latest = state["log"][-1]
+    card = {**settings, "direction": "backward" if settings["backwards"] else "forward",
+            "teacher": TEACHERS[settings["teacher"]], "passages_seen": state["step"] * settings["batch_size"],
+            "epoch_sizes": state["epoch_sizes"], "corpus": json.loads((work / "corpus.json").read_text()),
+            "valid_perplexity": latest["valid_perplexity"], "valid_cosine": latest["valid_cosine"],
+            "log": state["log"], "seconds": round(state["seconds"]), "machine": machine_description()}
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{settings['name']}.{'bwd' if settings['backwards'] else 'fwd'}"
+    checksum = save_weights(out / f"{stem}.pt", student.lm, student.itos, tokenizer=student.tokenizer,
+                            backwards=settings["backwards"], card=card)
+    torch.save({k: v.to(torch.float16) for k, v in student.projection.state_dict().items()},
+               out / f"{stem}.projection.pt")
+    # the card beside the weights makes OUT a folder that pretrained= accepts (file and checksum)
+    (out / f"{stem}.json").write_text(json.dumps({**card, "file": f"{stem}.pt", "sha256": checksum}, indent=1) + "\n")
+
+
+def evaluation(student: Student, valid_docs, valid_targets, valid_stream, *, step: int, seconds: float) -> dict:
+    import math
+    from skulmfit.training import evaluate_language_model
+    cosine = held_out_cosine(student, valid_docs, valid_targets)
+    perplexity = math.exp(evaluate_language_model(student.lm, valid_stream, bf16=student.bf16))
+    student.lm.train()
+    return {"step": step, "seconds": round(seconds), "valid_perplexity": round(perplexity, 2),
+            "valid_cosine": round(cosine, 4)}
+
+
+# ----------------------------------------------------------------------------- frozen-feature probe
+
+PROBE_SETS = ("sst2", "trec", "imdb")
+
+
+def probe(work: Path, data: Path, models: list[str], labels: list[int], seeds: list[int], out: Path) -> None:
+    """Logistic regression on frozen features of each model (a skulmfit weight file or bundled name,
+    or ``teacher``) at each label budget: the same samples and validation texts for every model."""
+    import torch
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from skulmfit.pretrain import machine_description
+    from tune_defaults import tuning_split  # same folder
+    warnings.filterwarnings("ignore", category=FutureWarning)  # LogisticRegressionCV's transition notices
+    for dataset in PROBE_SETS:
+        X, y, X_valid, y_valid = tuning_split(data, dataset)
+        samples = {(n, seed): train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=seed)[0]
+                   for n in labels for seed in seeds}
+        used = np.unique(np.concatenate(list(samples.values())))
+        position = {index: row for row, index in enumerate(used)}
+        texts = [X[i] for i in used] + list(X_valid)
+        for model in models:
+            started = time.perf_counter()
+            features = frozen_features(work, model, texts, dataset)
+            train_features, valid_features = features[: len(used)], features[len(used):]
+            for (n, seed), sample in samples.items():
+                rows = [position[i] for i in sample]
+                clf = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, max_iter=5000))
+                clf.fit(train_features[rows], y[sample])
+                record = {"dataset": dataset, "labels": n, "seed": seed, "model": model,
+                          "accuracy": round(float(np.mean(clf.predict(valid_features) == y_valid)), 4),
+                          "feature_seconds": round(time.perf_counter() - started, 1),
+                          "threads": torch.get_num_threads(), "machine": machine_description()}
+                with open(out, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                print(json.dumps(record), flush=True)
+
+
+def frozen_features(work: Path, model: str, texts: list[str], dataset: str) -> np.ndarray:
+    """The teacher's normalised embeddings (cached under WORK, keyed by the texts), or the concat-pooled
+    features of a language model's untouched encoder, forward direction only."""
+    if model == "teacher":
+        digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+        cache = work / f"probe-teacher-{dataset}-{digest}.npy"
+        if not cache.exists():
+            _save_atomic(cache, encode_texts(load_teacher("minilm"), texts))
+        return np.load(cache).astype(np.float32)
+    from skulmfit import ULMFiTClassifier
+    two = [texts[0], texts[1]]
+    encoder = ULMFiTClassifier(model, lm_epochs=0, epochs=0, bidirectional=False, random_state=0).fit(two, [0, 1])
+    return encoder.transform(texts)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -175,14 +480,43 @@ def main(argv: list[str] | None = None) -> None:
     encode.add_argument("--teacher", default="minilm", choices=sorted(TEACHERS))
     encode.add_argument("--threads", type=int, default=None)
     encode.add_argument("--limit", type=int, default=None, help="encode only the first N passages")
+    training = commands.add_parser("train", help="distil into the language model, resumable")
+    training.add_argument("work", type=Path)
+    training.add_argument("out", type=Path)
+    training.add_argument("--name", required=True)
+    training.add_argument("--wiki", type=Path, required=True, help="the Wikipedia folder (held-out perplexity)")
+    training.add_argument("--teacher", default="minilm", choices=sorted(TEACHERS))
+    training.add_argument("--init", default="wiki-en-sub")
+    training.add_argument("--backwards", action="store_true")
+    training.add_argument("--distill-weight", type=float, default=1.0)
+    training.add_argument("--passages-seen", type=int, default=2_000_000)
+    training.add_argument("--batch-size", type=int, default=128)
+    training.add_argument("--lr", type=float, default=1e-3)
+    training.add_argument("--threads", type=int, default=None)
+    training.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    training.add_argument("--seed", type=int, default=0)
+    probing = commands.add_parser("probe", help="frozen features + logistic regression on validation sets")
+    probing.add_argument("work", type=Path)
+    probing.add_argument("--data", type=Path, required=True)
+    probing.add_argument("--models", nargs="+", required=True, help="weight files, bundled names or 'teacher'")
+    probing.add_argument("--labels", nargs="+", type=int, default=[100, 500])
+    probing.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    probing.add_argument("--threads", type=int, default=None)
+    probing.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "distill_probe.jsonl")
     args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+        torch.set_num_threads(args.threads)
     if args.command == "corpus":
         print(json.dumps(build_corpus(args.wiki_dir, args.work, args.passages)))
     elif args.command == "encode":
-        if args.threads:
-            import torch
-            torch.set_num_threads(args.threads)
         encode_corpus(args.work, args.teacher, args.limit)
+    elif args.command == "train":
+        train(args.work, args.out, name=args.name, teacher=args.teacher, init=args.init, backwards=args.backwards,
+              distill_weight=args.distill_weight, passages_seen=args.passages_seen, batch_size=args.batch_size,
+              lr=args.lr, wiki_dir=args.wiki, checkpoint_minutes=args.checkpoint_minutes, seed=args.seed)
+    else:
+        probe(args.work, args.data, args.models, args.labels, args.seeds, args.out)
 
 
 if __name__ == "__main__":
