@@ -284,8 +284,9 @@ class Passages:
         self.targets = np.zeros((0, 0), np.float16)
 
     def available(self) -> int:
+        """Passages whose teacher embeddings are on disk (chunk files appear whole, in order)."""
         folder = teacher_folder(self.work, self.teacher)
-        return sum(1 for _ in folder.glob("chunk_*.npy")) * CHUNK  # chunks are written whole, in order
+        return sum(len(np.load(path, mmap_mode="r")) for path in folder.glob("chunk_*.npy"))
 
     def grow_to(self, n: int) -> None:
         """Tokenized passages and teacher embeddings for the first ``n`` passages."""
@@ -313,10 +314,10 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / "checkpoint.pt"
     checkpoint = torch.load(checkpoint_path, weights_only=True) if checkpoint_path.exists() else None
-    student = Student(resolve(init, backwards=backwards), 384, bf16=cpu_computes_bf16())
+    valid_targets = np.load(teacher_folder(work, teacher) / "valid.npy")
+    student = Student(resolve(init, backwards=backwards), valid_targets.shape[1], bf16=cpu_computes_bf16())
     corpus = Passages(work, teacher, student)
     valid_docs = tokenized(student, read_lines(work / "valid_passages.txt"))
-    valid_targets = np.load(teacher_folder(work, teacher) / "valid.npy")
     valid_stream = wiki_valid_stream(student, wiki_dir)
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     state = {"step": 0, "epoch": 0, "index": 0, "epoch_sizes": [], "log": [], "seconds": 0.0}
@@ -329,6 +330,7 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
         state["log"].append(evaluation(student, valid_docs, valid_targets, valid_stream, step=0, seconds=0.0))
         print(json.dumps(state["log"][-1]), flush=True)
     n_steps = passages_seen // batch_size
+    warmup = min(200, max(1, n_steps // 10))  # steps
     started, last_save = time.perf_counter() - state["seconds"], time.perf_counter()
     settings = {"name": name, "teacher": teacher, "init": init, "backwards": backwards,
                 "distill_weight": distill_weight, "batch_size": batch_size, "lr": lr, "seed": seed,
@@ -350,7 +352,7 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
             torch.manual_seed(seed * 1_000_003 + state["step"])
             ids, batch_lengths = pad_batch(corpus.docs, rows, reverse=backwards)
             target = torch.from_numpy(corpus.targets[rows].astype(np.float32))
-            scale = min(1.0, (state["step"] + 1) / 200) * (1 - state["step"] / n_steps)  # warm-up, linear decay
+            scale = min(1.0, (state["step"] + 1) / warmup) * (1 - state["step"] / n_steps)  # warm-up, linear decay
             for group in optimizer.param_groups:
                 group["lr"] = lr * scale
             top, projected = student.forward(ids, batch_lengths)

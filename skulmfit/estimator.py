@@ -279,6 +279,10 @@ class _ULMFiTEstimator(BaseEstimator):
         ``torch.load(weights_only=True)``; predictions equal this estimator's bit for bit, on any
         device. Prefer it to ``pickle``/``joblib`` for a model you send or receive; the parameter
         ``memory`` is kept as its folder and a ``RandomState`` ``random_state`` as ``None``.
+
+        Raises ``OSError`` (``IsADirectoryError``, ``NotADirectoryError``, ``FileNotFoundError``,
+        ...) naming ``path`` if it cannot be written; a failed save leaves no file behind and keeps
+        a model already at ``path`` whole.
         """
         from .persistence import save
         save(self, path)

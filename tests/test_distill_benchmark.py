@@ -1,0 +1,122 @@
+"""benchmarks/distill.py: the passages, the student's pooling, and a distillation run that pulls a
+tiny language model towards a (fake) teacher and resumes where it stopped."""
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from skulmfit.model import AWDLSTMConfig, TextClassifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+distill = pytest.importorskip("distill")
+
+SENTENCE = "The {} film was shown in {} cinemas across the whole country last year."
+
+
+def write_shard(path: Path, articles: list[list[str]]) -> None:
+    """A WikiExtractor-style shard: a title line, paragraphs, an empty line between articles."""
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("\n\n".join("\n".join(article) for article in articles) + "\n")
+
+
+def test_sentences_skip_titles_and_short_or_long_ones(tmp_path):
+    shard = tmp_path / "train.00.txt.gz"
+    long_sentence = "Long " + " ".join(["word"] * 70) + "."
+    write_shard(shard, [["A Title Of Six Words Here", "Short one. " + SENTENCE.format("new", 3) + " " + long_sentence],
+                        ["Second", "History.", "It was\u2028split by a line separator in the middle of it."]])
+    assert list(distill.sentences(shard)) == [SENTENCE.format("new", 3),
+                                              "It was split by a line separator in the middle of it."]
+
+
+def test_the_corpus_is_deterministic_and_held_out_passages_come_from_the_valid_shard(tmp_path):
+    wiki = tmp_path / "wiki"
+    wiki.mkdir()
+    write_shard(wiki / "train.00.txt.gz", [["T", " ".join(SENTENCE.format(i, i) for i in range(50))]])
+    write_shard(wiki / "valid.txt.gz", [["V", " ".join(SENTENCE.format("valid", i) for i in range(8))]])
+    first = distill.build_corpus(wiki, tmp_path / "a", n_passages=20)
+    second = distill.build_corpus(wiki, tmp_path / "b", n_passages=20)
+    assert first["sha256"] == second["sha256"] and first["passages"] == 20 and first["pool"] == 50
+    passages = distill.read_lines(tmp_path / "a" / "passages.txt")
+    assert len(set(passages)) == 20 and all("valid" not in p for p in passages)
+    assert all("valid" in p for p in distill.read_lines(tmp_path / "a" / "valid_passages.txt"))
+
+
+def test_the_student_pools_as_the_classifier_does():
+    """The distilled features must be the classifier's concat pooling, or fit would not see them."""
+    torch.manual_seed(0)
+    classifier = TextClassifier(AWDLSTMConfig(vocab_size=30, emb_size=8, hidden_size=16, n_layers=2), 2).eval()
+    lengths = torch.tensor([9, 6, 2])
+    ids = torch.randint(2, 30, (3, 9))
+    ids[1, 6:] = ids[2, 2:] = 1
+    with torch.no_grad():
+        top, _, _ = classifier[0](ids)
+        torch.testing.assert_close(distill.concat_pool(top, lengths), classifier.pool(ids, lengths))
+
+
+def test_length_batches_read_every_passage_once_in_batches_of_similar_length():
+    lengths = np.random.default_rng(0).integers(1, 100, 1000)
+    batches = distill.length_batches(lengths, 16, np.random.default_rng(1))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 10  # sorted within blocks: far below the ~90 of random batches
+
+
+@pytest.fixture
+def distillation_work(tmp_path, tiny_itos):
+    """Passages of two kinds ("great"/"awful" words, from the tiny vocabulary) whose fake teacher
+    embeddings are two orthogonal directions, plus a Wikipedia folder for held-out perplexity."""
+    rng = np.random.default_rng(0)
+    words = {0: "great superb fine", 1: "awful dull poor"}
+
+    def passages(n):
+        kinds = rng.integers(0, 2, n)
+        texts = [" ".join(rng.choice(words[k].split() + ["film", "plot", "the"], 8)) for k in kinds]
+        targets = np.zeros((n, 6), np.float16)
+        targets[np.arange(n), kinds] = 1
+        return texts, targets
+
+    work = tmp_path / "work"
+    (work / "teacher-minilm").mkdir(parents=True)
+    train_texts, train_targets = passages(256)
+    valid_texts, valid_targets = passages(64)
+    (work / "passages.txt").write_text("".join(t + "\n" for t in train_texts))
+    (work / "valid_passages.txt").write_text("".join(t + "\n" for t in valid_texts))
+    (work / "corpus.json").write_text(json.dumps({"passages": 256, "sha256": "test"}))
+    np.save(work / "teacher-minilm" / "chunk_00000.npy", train_targets)
+    np.save(work / "teacher-minilm" / "valid.npy", valid_targets)
+    wiki = tmp_path / "wiki"
+    wiki.mkdir()
+    write_shard(wiki / "valid.txt.gz", [["T", " ".join(valid_texts)]])
+    return work, wiki
+
+
+def test_distillation_moves_the_student_towards_the_teacher_and_resumes(distillation_work, tiny_weights, tmp_path):
+    work, wiki = distillation_work
+    out = tmp_path / "out"
+    settings = dict(name="tiny", teacher="minilm", init=str(tiny_weights), backwards=False, distill_weight=1.0,
+                    batch_size=16, lr=1e-2, wiki_dir=wiki, checkpoint_minutes=1e9, seed=0)
+    distill.train(work, out, passages_seen=16 * 30, **settings)
+    card = json.loads((out / "tiny.fwd.json").read_text())
+    assert card["passages_seen"] == 480 and card["epoch_sizes"] == [256, 256]
+    assert card["log"][-1]["valid_cosine"] > card["log"][0]["valid_cosine"] + 0.3
+    distill.train(work, out, passages_seen=16 * 40, **settings)  # resumes at step 30
+    resumed = json.loads((out / "tiny.fwd.json").read_text())
+    assert [entry["step"] for entry in resumed["log"]] == [0, 30, 40]
+    from skulmfit import ULMFiTClassifier  # the folder is a pretrained= source
+    clf = ULMFiTClassifier(out, lm_epochs=0, epochs=1, batch_size=8, random_state=0).fit(["great film", "awful film"],
+                                                                                        [1, 0])
+    assert clf.bidirectional_ is False
+
+
+def test_the_control_arm_trains_the_language_model_alone(distillation_work, tiny_weights_bwd, tmp_path):
+    work, wiki = distillation_work
+    distill.train(work, tmp_path / "out", name="control", teacher="minilm", init=str(tiny_weights_bwd), backwards=True,
+                  distill_weight=0.0, passages_seen=16 * 10, batch_size=16, lr=1e-2, wiki_dir=wiki,
+                  checkpoint_minutes=1e9, seed=0)
+    card = json.loads((tmp_path / "out" / "control.bwd.json").read_text())
+    assert card["direction"] == "backward" and card["distill_weight"] == 0.0
+    assert card["log"][-1]["valid_perplexity"] < card["log"][0]["valid_perplexity"]
