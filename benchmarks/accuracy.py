@@ -53,8 +53,8 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
 from skulmfit import ULMFiTClassifier
-from skulmfit.pretrain import machine_description
-from skulmfit.pretrained import _registry, available_models, load_weights, model_card, sha256
+from skulmfit.environment import machine_description
+from skulmfit.pretrained import available_models, load_weights, model_card, model_cards, sha256
 
 DATASETS = {  # name: (train file, test file) inside --data
     "trec": ("trec/train.csv", "trec/test.csv"),
@@ -326,7 +326,7 @@ def pretrained_model(model) -> dict | None:
     if isinstance(name, (str, Path)) and Path(name).is_file():
         card = load_weights(name).card
         return weight_file_summary(name, card)
-    models = _registry(Path(name)) if isinstance(name, (str, Path)) and Path(name).is_dir() else {}
+    models = model_cards(Path(name)) if isinstance(name, (str, Path)) and Path(name).is_dir() else {}
     if len(models) == 1:  # a skulmfit.pretrain folder: each direction's file (a fastai folder has no cards)
         [cards] = models.values()  # {"forward": card, "backward": card}
         return {direction: weight_file_summary(Path(name) / card["file"], load_weights(Path(name) / card["file"]).card)

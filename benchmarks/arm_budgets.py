@@ -33,9 +33,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from skulmfit.batching import lm_batches, lm_rows  # noqa: E402
+from skulmfit.environment import machine_description  # noqa: E402
 from skulmfit.loss import SampledSoftmax  # noqa: E402
 from skulmfit.model import AWDLSTMConfig, LanguageModel  # noqa: E402
-from skulmfit.pretrain import machine_description  # noqa: E402
 from skulmfit.training import lm_train_step, make_optimizer  # noqa: E402
 
 

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from accuracy import git_commit, read_csv  # same folder  # noqa: E402
 from skulmfit import ULMFiTClassifier  # noqa: E402
-from skulmfit.pretrain import machine_description  # noqa: E402
+from skulmfit.environment import machine_description  # noqa: E402
 
 
 def collection(data: Path, n_documents: int) -> list[str]:

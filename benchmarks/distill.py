@@ -4,6 +4,8 @@ Step by step (each command resumes where it stopped and writes under ``WORK``, o
 
     # 1. passages: Wikipedia sentences (6-64 words), drawn and shuffled with seed 0
     python benchmarks/distill.py corpus WIKI_DIR WORK --passages 1000000
+    #    or, the in-domain arm, sentences of unlabelled reviews (held-out passages stay Wikipedia's)
+    python benchmarks/distill.py corpus WIKI_DIR WORK_REVIEWS --reviews IMDB_DIR/unsup.csv.gz
     # 2. the teacher's normalised embeddings of them, fp16, in resumable chunks of 10,000
     python benchmarks/distill.py encode WORK [--threads 1] [--limit N]
 
@@ -76,13 +78,32 @@ def sentences(path: Path):
                     yield " ".join(words)
 
 
-def build_corpus(wiki_dir: Path, work: Path, n_passages: int, seed: int = 0) -> dict:
-    """Draws ``n_passages`` training sentences (and held-out ones from the valid shard), shuffled."""
+def review_sentences(path: Path):
+    """Sentences of a CSV of reviews (column ``text``, HTML line breaks), as :func:`sentences` cuts them."""
+    import csv
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            for sentence in _SENTENCE_END.split(row["text"].replace("<br />", " ")):
+                words = sentence.split()
+                if MIN_WORDS <= len(words) <= MAX_WORDS:
+                    yield " ".join(words)
+
+
+def build_corpus(wiki_dir: Path, work: Path, n_passages: int, seed: int = 0, reviews: Path | None = None) -> dict:
+    """Draws ``n_passages`` training sentences (and held-out ones from the valid shard), shuffled.
+
+    With ``reviews`` (a CSV of unlabelled reviews) the training sentences come from them instead:
+    the in-domain arm. The held-out passages stay Wikipedia's, so every arm is measured alike.
+    """
     train_files = sorted(p for p in wiki_dir.glob("train*.txt.gz"))
     valid_files = sorted(p for p in wiki_dir.glob("valid*.txt.gz"))
     if not train_files or not valid_files:
         raise SystemExit(f"{wiki_dir} needs train*.txt.gz and valid*.txt.gz shards")
-    pool = list(dict.fromkeys(s for path in train_files for s in sentences(path)))  # unique, in corpus order
+    if reviews is not None:
+        train_files = [reviews]
+        pool = list(dict.fromkeys(review_sentences(reviews)))
+    else:
+        pool = list(dict.fromkeys(s for path in train_files for s in sentences(path)))  # unique, in corpus order
     rng = np.random.default_rng(seed)
     chosen = [pool[i] for i in rng.permutation(len(pool))[:n_passages]]
     valid_pool = list(dict.fromkeys(s for path in valid_files for s in sentences(path)))
@@ -254,7 +275,7 @@ def held_out_cosine(student: Student, docs: list[np.ndarray], teacher: np.ndarra
     with torch.inference_mode():
         for start in range(0, len(docs), batch_size):
             rows = np.arange(start, min(start + batch_size, len(docs)))
-            ids, lengths = pad_batch(docs, rows, reverse=student.backwards)
+            ids, lengths = pad_batch(docs, rows, backwards=student.backwards)
             _, projected = student.forward(ids, lengths)
             target = torch.from_numpy(teacher[rows].astype(np.float32))
             cosines.append(torch.nn.functional.cosine_similarity(projected, target).numpy())
@@ -272,7 +293,7 @@ def wiki_valid_stream(student: Student, wiki_dir: Path, n_tokens: int = 250_000)
                 lines.append(line)
             if len(lines) >= 20_000:
                 break
-    return lm_stream(tokenized(student, lines, max_pieces=10**9), reverse=student.backwards)[:n_tokens]
+    return lm_stream(tokenized(student, lines, max_pieces=10**9), backwards=student.backwards)[:n_tokens]
 
 
 class Passages:
@@ -350,7 +371,7 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
         while state["index"] < len(batches) and state["step"] < n_steps:
             rows = batches[state["index"]]
             torch.manual_seed(seed * 1_000_003 + state["step"])
-            ids, batch_lengths = pad_batch(corpus.docs, rows, reverse=backwards)
+            ids, batch_lengths = pad_batch(corpus.docs, rows, backwards=backwards)
             target = torch.from_numpy(corpus.targets[rows].astype(np.float32))
             scale = min(1.0, (state["step"] + 1) / warmup) * (1 - state["step"] / n_steps)  # warm-up, linear decay
             for group in optimizer.param_groups:
@@ -387,7 +408,7 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
 def write_student(out: Path, student: Student, work: Path, settings: dict, state: dict) -> None:
     """The fp16 weights with their card, and the projection, under ``out`` (fixed names per run)."""
     import torch
-    from skulmfit.pretrain import machine_description
+    from skulmfit.environment import machine_description
     from skulmfit.pretrained import save_weights
     latest = state["log"][-1]
     card = {**settings, "direction": "backward" if settings["backwards"] else "forward",
@@ -428,7 +449,7 @@ def probe(work: Path, data: Path, models: list[str], labels: list[int], seeds: l
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from skulmfit.pretrain import machine_description
+    from skulmfit.environment import machine_description
     from tune_defaults import tuning_split  # same folder
     warnings.filterwarnings("ignore", category=FutureWarning)  # LogisticRegressionCV's transition notices
     for dataset in PROBE_SETS:
@@ -457,7 +478,8 @@ def probe(work: Path, data: Path, models: list[str], labels: list[int], seeds: l
 
 def frozen_features(work: Path, model: str, texts: list[str], dataset: str) -> np.ndarray:
     """The teacher's normalised embeddings (cached under WORK, keyed by the texts), or the concat-pooled
-    features of a language model's untouched encoder, forward direction only."""
+    features of a language model's untouched encoder, forward direction only; ``WEIGHTS+projection``:
+    those features through the distillation projection saved beside the weights."""
     if model == "teacher":
         digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
         cache = work / f"probe-teacher-{dataset}-{digest}.npy"
@@ -465,9 +487,15 @@ def frozen_features(work: Path, model: str, texts: list[str], dataset: str) -> n
             _save_atomic(cache, encode_texts(load_teacher("minilm"), texts))
         return np.load(cache).astype(np.float32)
     from skulmfit import ULMFiTClassifier
+    weights, projected = (model.removesuffix("+projection"), model.endswith("+projection"))
     two = [texts[0], texts[1]]
-    encoder = ULMFiTClassifier(model, lm_epochs=0, epochs=0, bidirectional=False, random_state=0).fit(two, [0, 1])
-    return encoder.transform(texts)
+    encoder = ULMFiTClassifier(weights, lm_epochs=0, epochs=0, bidirectional=False, random_state=0).fit(two, [0, 1])
+    pooled = encoder.transform(texts)
+    if not projected:
+        return pooled
+    import torch
+    state = torch.load(weights.removesuffix(".pt") + ".projection.pt", weights_only=True)
+    return pooled @ state["weight"].float().numpy().T + state["bias"].float().numpy()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -477,6 +505,7 @@ def main(argv: list[str] | None = None) -> None:
     corpus.add_argument("wiki_dir", type=Path)
     corpus.add_argument("work", type=Path)
     corpus.add_argument("--passages", type=int, default=1_000_000)
+    corpus.add_argument("--reviews", type=Path, help="a CSV.gz of unlabelled reviews (column text): the in-domain arm")
     encode = commands.add_parser("encode", help="teacher embeddings, resumable")
     encode.add_argument("work", type=Path)
     encode.add_argument("--teacher", default="minilm", choices=sorted(TEACHERS))
@@ -500,7 +529,8 @@ def main(argv: list[str] | None = None) -> None:
     probing = commands.add_parser("probe", help="frozen features + logistic regression on validation sets")
     probing.add_argument("work", type=Path)
     probing.add_argument("--data", type=Path, required=True)
-    probing.add_argument("--models", nargs="+", required=True, help="weight files, bundled names or 'teacher'")
+    probing.add_argument("--models", nargs="+", required=True,
+                         help="weight files, bundled names, 'teacher', or WEIGHTS.pt+projection (the projected features)")
     probing.add_argument("--labels", nargs="+", type=int, default=[100, 500])
     probing.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     probing.add_argument("--threads", type=int, default=None)
@@ -510,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
         import torch
         torch.set_num_threads(args.threads)
     if args.command == "corpus":
-        print(json.dumps(build_corpus(args.wiki_dir, args.work, args.passages)))
+        print(json.dumps(build_corpus(args.wiki_dir, args.work, args.passages, reviews=args.reviews)))
     elif args.command == "encode":
         encode_corpus(args.work, args.teacher, args.limit)
     elif args.command == "train":

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from skulmfit.environment import machine_description
 from skulmfit.model import AWDLSTMConfig, LanguageModel, TextClassifier
-from skulmfit.pretrain import machine_description
 from skulmfit.schedule import freeze_to
 from skulmfit.training import autocast, lm_train_step, make_optimizer
 from tokenizer_speed import measure, read_texts  # same folder: one tokenizer timing for both scripts

@@ -16,7 +16,7 @@ import numpy as np
 
 from accuracy import read_csv  # same folder
 from skulmfit import ULMFiTClassifier
-from skulmfit.pretrain import machine_description
+from skulmfit.environment import machine_description
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -9,9 +9,10 @@ median of ``--repeats`` counts. Run it on a quiet machine.
     python benchmarks/fit_time.py --data ../shared/data --pretrained wiki-en-small skulmfit/weights/wiki-en-sub.fwd.pt
 
 ``--engine`` compares settings of the engine that are not parameters, alternating with the others:
-each arm is ``default`` or comma-separated ``NAME=VALUE`` constants of ``skulmfit.estimator``, e.g.
-``--engine default LM_SAMPLED_SOFTMAX=0``. ``--params`` does the same for parameters of
-``ULMFiTClassifier``, e.g. ``--params bidirectional=true bidirectional=true,n_jobs=2``.
+each arm is ``default`` or comma-separated ``NAME=VALUE`` values of ``skulmfit.engine``'s constants
+(as ``tune_defaults.py --engine`` takes them), e.g. ``--engine default LM_SAMPLED_SOFTMAX=0``.
+``--params`` does the same for parameters of ``ULMFiTClassifier``, e.g.
+``--params bidirectional=true bidirectional=true,n_jobs=2``.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from accuracy import git_commit  # same folder
 from skulmfit.cli import parse_params
-from skulmfit.pretrain import machine_description
+from skulmfit.environment import machine_description
+from tune_defaults import engine_settings  # same folder
 
 TASKS = {"trec-all": ("trec", None), "sst2-500": ("sst2", 500)}
 
@@ -38,21 +40,15 @@ if {n} is not None:
     keep = np.random.default_rng(0).choice(len(texts), {n}, replace=False)
     texts, labels = [texts[i] for i in keep], labels[keep]
 start = time.perf_counter()
-import skulmfit.estimator
-from skulmfit import ULMFiTClassifier
-for name, value in {engine!r}.items():
-    assert hasattr(skulmfit.estimator, name), name
-    setattr(skulmfit.estimator, name, value)
-ULMFiTClassifier(pretrained={pretrained!r}, random_state=0, **{params!r}).fit(texts, labels)
+from tune_defaults import engine_classifier
+engine_classifier({engine!r})(pretrained={pretrained!r}, random_state=0, **{params!r}).fit(texts, labels)
 print(json.dumps({{"seconds": time.perf_counter() - start}}))
 """
 
 
 def engine_arm(text: str) -> dict:
-    """``default`` -> {}; ``A=1,B=2`` -> {"A": 1, "B": 2} (values as JSON)."""
-    if text == "default":
-        return {}
-    return {name: json.loads(value) for name, value in (item.split("=", 1) for item in text.split(","))}
+    """``default`` -> {}; ``A=1,B=2`` -> {"A": 1, "B": 2} (values as JSON, names checked)."""
+    return {} if text == "default" else engine_settings(text.split(","))
 
 
 def params_arm(text: str) -> dict:

@@ -25,7 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skulmfit import ULMFiTClassifier
-from skulmfit.pretrain import machine_description
+from skulmfit.environment import machine_description
 from tune_defaults import tuning_split  # same folder
 
 VARIANTS = {"pretrained-features": {"lm_epochs": 0, "epochs": 0}, "lm-fine-tuned-features": {"epochs": 0},

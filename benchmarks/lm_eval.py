@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skulmfit.pretrain import machine_description
+from skulmfit.environment import machine_description
 from skulmfit.pretrained import PretrainedLM, load_weights
 from skulmfit.tokenizer import tokenize_many
 from skulmfit.training import evaluate_language_model

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from accuracy import read_csv  # same folder
-from skulmfit.estimator import LM_DROP_SCALE, target_vocab
+from skulmfit.engine import LM_DROP_SCALE, target_vocab
+from skulmfit.environment import machine_description
+from skulmfit.lm_weights import match_embeddings
 from skulmfit.model import AWDLSTMConfig, LanguageModel
-from skulmfit.pretrain import machine_description
-from skulmfit.pretrained import DEFAULT_MODEL, match_embeddings, resolve
+from skulmfit.pretrained import DEFAULT_MODEL, resolve
 from skulmfit.training import cpu_computes_bf16, fine_tune_language_model
 
 

@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from skulmfit.environment import machine_description
 from skulmfit.model import AWDLSTMConfig, LanguageModel
-from skulmfit.pretrain import machine_description
 
 SIZES = {  # name: (emb, hidden, layers)
     "96-256-2": (96, 256, 2),

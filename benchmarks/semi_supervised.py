@@ -61,11 +61,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from accuracy import (label_subset, latest_runs, machine_description, parse_overrides, read_csv,  # same folder
+from accuracy import (label_subset, latest_runs, parse_overrides, read_csv,  # same folder
                       read_records, read_rows)
 from lm_eval import evaluate_model
 
 from skulmfit import ULMFiTClassifier
+from skulmfit.environment import machine_description
 from skulmfit.pretrained import available_models, has_backward, resolve
 
 HOLDOUT_FILE = "holdout.json"  # which training reviews the corpus left out, for `validate`

@@ -57,14 +57,13 @@ from accuracy import read_csv
 from engine_speed import time_blocks, zipf_ids  # same folder: one timing helper for all scripts
 from skulmfit import tokenizer
 from skulmfit.batching import pad_batch
-from skulmfit.estimator import _use_bf16  # the library's own bf16 choice, so both agree
-from skulmfit.model import PAD_ID, AWDLSTMConfig, LanguageModel, TextClassifier
-from skulmfit.vocab import Vocab
-from skulmfit.pretrain import machine_description
+from skulmfit.environment import machine_description, resolve_precision  # skulmfit's own bf16 choice
+from skulmfit.model import AWDLSTMConfig, LanguageModel, TextClassifier
 from skulmfit.pretrained import load_weights
 from skulmfit.tokenizer import tokenize_many
 from skulmfit.training import (ADAM_BETAS, ADAM_EPS, AR_ALPHA, CLASSIFIER_CLIP, LM_CLIP, TAR_BETA, autocast,
                                lm_train_step, make_optimizer, predict_logits)
+from skulmfit.vocab import PAD_ID, Vocab
 from tokenizer_speed import measure, read_texts
 
 CONFIGS = {"bundled": (8000, 128, 384, 2), "16k": (16000, 200, 512, 3), "paper": (60000, 400, 1152, 3)}
@@ -256,8 +255,7 @@ def predict_texts(side: str, model: torch.nn.Module, texts: list[str], vocab_siz
         vocab = Vocab.build(tokenize_many(texts), max_size=vocab_size, min_freq=1)
 
         def step():
-            tokenizer._chunk_cache.clear()  # a fresh process's speed, as in the tokenizer timing
-            tokenizer._case_cache.clear()
+            tokenizer.clear_caches()  # a fresh process's speed, as in the tokenizer timing
             ids = vocab.numericalize_many(tokenize_many(texts))
             return predict_logits(model, ids, batch_size=args.infer_batch, device=device, bf16=bf16)
         return synced(step, device), len(texts)
@@ -475,7 +473,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     if load > 0.5:
         print(f"warning: load average {load:.2f} at start; the timings are not reliable", file=sys.stderr)
-    precisions = ["fp32"] + (["bf16"] if _use_bf16("auto", device) else [])  # where skulmfit picks bf16
+    precisions = ["fp32"] + ([] if resolve_precision("auto", device) == "fp32" else ["bf16"])  # as skulmfit picks
     configs = args.configs or (list(CONFIGS) if device.type == "cuda" else ["bundled", "16k"])
     results = {"machine": machine_description(), "versions": versions(), "settings": vars(args),
                "device": str(device), "load_average_1min_at_start": load, "precisions": precisions,

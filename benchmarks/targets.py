@@ -35,7 +35,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from accuracy import git_commit, read_rows  # same folder
 from skulmfit import ULMFiTClassifier, ULMFiTRegressor
-from skulmfit.pretrain import machine_description
+from skulmfit.environment import machine_description
 from skulmfit.pretrained import DEFAULT_MODEL
 
 RESULTS = Path(__file__).parent / "results"

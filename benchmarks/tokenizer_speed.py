@@ -28,7 +28,7 @@ from pathlib import Path
 
 
 from skulmfit import tokenizer
-from skulmfit.pretrain import machine_description
+from skulmfit.environment import machine_description
 
 
 def read_texts(path: Path, n_docs: int) -> list[str]:
@@ -55,10 +55,9 @@ def measure(texts: list[str], repeats: int, model_tokenizer=None) -> tuple[list[
     seconds = []
     for _ in range(repeats):
         # Caches left by the previous repeat would make every later one a re-run.
-        tokenizer._chunk_cache.clear()
-        tokenizer._case_cache.clear()
+        tokenizer.clear_caches()
         if model_tokenizer is not None and model_tokenizer.segmenter is not None:
-            model_tokenizer.segmenter._cache.clear()
+            model_tokenizer.segmenter.clear_cache()
         start = time.perf_counter()
         docs = tokenize_many(texts, n_jobs=1)
         seconds.append(time.perf_counter() - start)

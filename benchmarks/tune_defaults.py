@@ -12,12 +12,15 @@ validation accuracy per setting and dataset.
     python benchmarks/tune_defaults.py --data ../shared/data --datasets sst2 --labels 500 --unlabeled 5000 \\
         --settings '{"lm_epochs": 2}' '{"lm_epochs": 6}'
 
-``--engine NAME=VALUE`` sets one of ``skulmfit.estimator``'s upper-case engine constants (for example
-``LM_SAMPLED_SOFTMAX=0``) for the runs, to compare a choice that is not a parameter; records keep it.
+``--engine NAME=VALUE`` fits with another value of one of ``skulmfit.engine``'s constants that are no
+parameters (``LM_SAMPLED_SOFTMAX=0``, ``LM_DROP_SCALE=0.6``), to compare such a choice; records keep it.
+The classifier is then a subclass whose ``lm_engine_choices`` name the value (the field of
+``skulmfit.engine.LMFineTuning`` the constant is the default of); the constant itself is never changed.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -27,10 +30,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+import skulmfit.engine
 from accuracy import read_csv  # same folder
-import skulmfit.estimator
 from skulmfit import ULMFiTClassifier
-from skulmfit.pretrain import machine_description
+from skulmfit.environment import machine_description
 from skulmfit.pretrained import resolve
 
 HELD_OUT = {"trec": ("trec/train.csv", 1000), "imdb": ("imdb/train.csv.gz", 2000)}  # training texts kept for validation
@@ -60,10 +63,11 @@ def main() -> None:
     parser.add_argument("--pretrained", help="a fixed copy of the weights (pretraining may be rewriting the bundled ones)")
     parser.add_argument("--tag", help="a name for the runs' pretrained model or variant, shown in the summary")
     parser.add_argument("--engine", nargs="+", default=[], metavar="NAME=VALUE",
-                        help="engine constants of skulmfit.estimator to set for these runs (JSON values)")
+                        help="values of skulmfit.engine's constants for these runs (JSON values)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tune_defaults.jsonl")
     args = parser.parse_args()
-    engine = set_engine_constants(args.engine)
+    engine = engine_settings(args.engine)
+    classifier = engine_classifier(engine)
     machine = machine_description()
     for dataset in args.datasets:
         X, y, X_valid, y_valid = tuning_split(args.data, dataset)
@@ -74,7 +78,7 @@ def main() -> None:
             for setting in map(json.loads, args.settings):
                 start = time.perf_counter()
                 fixed = {"pretrained": args.pretrained} if args.pretrained else {}
-                model = ULMFiTClassifier(random_state=seed, **fixed, **setting)
+                model = classifier(random_state=seed, **fixed, **setting)
                 model.fit([X[i] for i in sample], y[sample], unlabeled=unlabeled)
                 lm = resolve(model.pretrained).card
                 record = {"dataset": dataset, "labels": args.labels, "unlabeled": len(extra) if args.unlabeled else 0,
@@ -89,16 +93,35 @@ def main() -> None:
     summarize(args.out)
 
 
-def set_engine_constants(assignments: list[str]) -> dict:
-    """Sets ``skulmfit.estimator.NAME = VALUE`` for each ``NAME=VALUE``; returns them as a dict."""
+def engine_settings(assignments: list[str]) -> dict:
+    """``["LM_SAMPLED_SOFTMAX=0", ...]`` -> ``{"LM_SAMPLED_SOFTMAX": 0, ...}``, each name checked to be a
+    constant of ``skulmfit.engine`` that :func:`engine_classifier` can vary (values as JSON)."""
     engine = {}
     for assignment in assignments:
         name, _, value = assignment.partition("=")
-        if not name.isupper() or not hasattr(skulmfit.estimator, name):
-            raise SystemExit(f"--engine {assignment}: {name!r} is not an engine constant of skulmfit.estimator")
+        if name not in _engine_constants():
+            raise SystemExit(f"--engine {assignment}: {name!r} is not an engine constant of skulmfit.engine "
+                             f"(one of {', '.join(sorted(_engine_constants()))})")
         engine[name] = json.loads(value)
-        setattr(skulmfit.estimator, name, engine[name])
     return engine
+
+
+def engine_classifier(engine: dict) -> type[ULMFiTClassifier]:
+    """``ULMFiTClassifier``, or a subclass that fine-tunes language models with the constants' values in
+    ``engine`` (from :func:`engine_settings`) in place of their defaults."""
+    if not engine:
+        return ULMFiTClassifier
+    fields = _engine_constants()
+    choices = {fields[name]: value for name, value in engine.items()}
+    return type("EngineArm", (ULMFiTClassifier,), {"lm_engine_choices": choices, "__module__": __name__})
+
+
+def _engine_constants() -> dict[str, str]:
+    """``{constant of skulmfit.engine: the field of LMFineTuning it is the default of}``."""
+    defaults = {f.name: f.default for f in dataclasses.fields(skulmfit.engine.LMFineTuning)
+                if f.default is not dataclasses.MISSING}
+    return {f"LM_{name.upper()}": name for name, default in defaults.items()
+            if getattr(skulmfit.engine, f"LM_{name.upper()}", None) == default}
 
 
 def summarize(path: Path) -> None:

@@ -7,21 +7,21 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from .model import PAD_ID
+from .vocab import PAD_ID
 
 MIN_BPTT = 5
 
 
-def lm_stream(docs: Sequence[np.ndarray], reverse: bool = False,
+def lm_stream(docs: Sequence[np.ndarray], backwards: bool = False,
               rng: np.random.Generator | None = None) -> np.ndarray:
     """All documents concatenated into one token stream (shuffled when ``rng`` is given).
 
-    A backward language model reads each document from its end: ``reverse=True`` flips the
+    A backward language model reads each document from its end: ``backwards=True`` flips the
     whole stream, which reverses every document and their order at once.
     """
     order = rng.permutation(len(docs)) if rng is not None else range(len(docs))
     stream = np.concatenate([docs[i] for i in order]) if len(docs) else np.zeros(0, np.int32)
-    return stream[::-1].copy() if reverse else stream
+    return stream[::-1].copy() if backwards else stream
 
 
 def bptt_lengths(n_positions: int, bptt: int, rng: np.random.Generator | None) -> list[int]:
@@ -97,11 +97,13 @@ def classifier_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Gene
     return batches
 
 
-def pad_batch(docs: Sequence[np.ndarray], indices: np.ndarray, reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids ``(len(indices), longest)`` and the lengths, for the documents at ``indices``."""
+def pad_batch(docs: Sequence[np.ndarray], indices: np.ndarray,
+              backwards: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids ``(len(indices), longest)`` and the lengths, for the documents at ``indices``,
+    each read from its end with ``backwards``."""
     lengths = np.fromiter((len(docs[i]) for i in indices), dtype=np.int64, count=len(indices))
     ids = np.full((len(indices), int(lengths.max())), PAD_ID, dtype=np.int64)
     for row, i in enumerate(indices):
         doc = docs[i]
-        ids[row, : len(doc)] = doc[::-1] if reverse else doc
+        ids[row, : len(doc)] = doc[::-1] if backwards else doc
     return torch.from_numpy(ids), torch.from_numpy(lengths)

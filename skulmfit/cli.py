@@ -287,7 +287,7 @@ def parse_params(pairs: list[str]) -> dict:
 
 def _load_model(path: str):
     """The model in ``path``, or a one-line reason why it holds none (:func:`skulmfit.load` names it)."""
-    from .persistence import load
+    from .estimator import load
     try:
         return load(path)
     except (OSError, ValueError) as error:

@@ -1,44 +1,43 @@
-"""``ULMFiTClassifier``: the whole ULMFiT recipe behind scikit-learn's ``fit`` / ``predict``."""
+"""The public estimators, ``ULMFiTClassifier`` and ``ULMFiTRegressor``: their parameters and
+validation, the scikit-learn contract, prediction and persistence. Fitting itself is
+:mod:`skulmfit.engine`'s."""
 from __future__ import annotations
 
 import contextlib
 import io
 import math
 import numbers
-import threading
 import warnings
-from collections import Counter
-from collections.abc import Iterable, Mapping, Set
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping, Set
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, Options, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted
 
-from . import __version__
-from .model import AWDLSTMConfig, LanguageModel, TextClassifier
-from .pretrained import DEFAULT_MODEL, PretrainedLM, has_backward, match_embeddings, resolve
-from .progress import ProgressBar, SilentProgress
+from . import persistence
+from .engine import HeadTraining, LMFineTuning, fit_directions, language_model_corpus
+from .environment import resolve_device, resolve_precision
+from .model import TextClassifier
+from .pretrained import DEFAULT_MODEL, resolve_pretrained
 from .text import Tokenizer
-from .training import NonFiniteLossError, _on_device, cpu_computes_bf16, fine_tune_language_model, pooled_features, predict_logits, train_classifier
-from .vocab import Vocab
+from .training import NonFiniteLossError, pooled_features, predict_logits
 
-# Sizes of the language model when ``pretrained=None``: the bundled model's shape.
-RANDOM_INIT_SIZES = dict(emb_size=128, hidden_size=384, n_layers=2)
+if TYPE_CHECKING:
+    from .explain import Explanation
+
 AUTO_EPOCHS_UPDATES = 300  # epochs="auto": about this many updates in the final stage...
 AUTO_EPOCHS_RANGE = (2, 20)  # ...within these bounds (a first choice from a short trial on TREC-6 / SST-2)
-# Language-model fine-tuning scores each step's own targets plus this many drawn ids, not the whole
-# vocabulary (sampled softmax; 0 = full softmax): about 2.3x the tokens/s at 16,000 subword pieces.
-LM_SAMPLED_SOFTMAX = 1024
-# The language model is fine-tuned with its base dropouts times drop_mult times this.
-LM_DROP_SCALE = 2.0
 PREDICT_CHUNK = 4096  # documents tokenized at a time when predicting: bounds memory for any input size
 
 
@@ -69,12 +68,19 @@ def _check_texts(X, name: str = "X") -> list[str]:
 
 
 class _ULMFiTEstimator(BaseEstimator):
-    """What the ULMFiT estimators share: parameters and their validation, language-model fine-tuning,
-    training a pooling head with gradual unfreezing and BPT3C, prediction in chunks, persistence.
+    """What the ULMFiT estimators share: parameters and their validation, the fit (data checked and
+    settings resolved here, the training itself in :mod:`skulmfit.engine`), prediction in chunks,
+    explanations, persistence.
 
     A subclass says what its targets are (``_check_targets``), how its head is trained
     (``_training_loss``) and what its outputs mean (``predict``).
     """
+
+    #: Fields of :class:`skulmfit.engine.LMFineTuning` that are no parameters (``sampled_softmax``,
+    #: ``drop_scale``), with the values to use instead of their defaults. Empty: the measured
+    #: defaults. Benchmarks compare other choices in a subclass that sets it
+    #: (``benchmarks/tune_defaults.py --engine``).
+    lm_engine_choices: Mapping[str, object] = MappingProxyType({})
 
     _parameter_constraints: dict = {
         "pretrained": [str, HasMethods("__fspath__"), None],
@@ -142,44 +148,42 @@ class _ULMFiTEstimator(BaseEstimator):
         sample_weight = _check_weights(sample_weight, texts)
         if self.n_iter_no_change is not None and self.validation_fraction is None:
             raise ValueError("n_iter_no_change needs validation_fraction: early stopping watches a held-out split")
-        device = _resolve_device(self.device)
-        bf16 = _use_bf16(self.precision, device)
+        device = resolve_device(self.device)
+        precision = resolve_precision(self.precision, device)
         class_weight = self._class_weights(target_attributes, targets)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        progress = ProgressBar() if self.verbose else SilentProgress()
         train_idx, valid_idx = _split(len(texts), stratify, self.validation_fraction, seed)
 
-        both = has_backward(self.pretrained) if self.bidirectional == "auto" else self.bidirectional
-        directions = (False, True) if both else (False,)
-        lm_sources = [resolve(self.pretrained, backwards=backwards) for backwards in directions]
-        tokenizer = _shared_tokenizer(lm_sources, self.pretrained)
-        tokens = tokenizer.tokenize_many(texts + extra)
+        pretrained = resolve_pretrained(self.pretrained, self.bidirectional)
+        tokens = pretrained.tokenizer.tokenize_many(texts + extra)
         epochs = self._final_epochs(len(train_idx))
-        plan = _DirectionPlan(
-            lm_corpus=_language_model_corpus(texts, extra, tokens), tokens=tokens[: len(texts)], targets=targets,
-            train_idx=train_idx, valid_idx=valid_idx, sample_weight=sample_weight, n_outputs=n_outputs,
-            fingerprint=_fingerprint(self.pretrained), memory=self.memory,
-            # With random_state=None the seed stays out of the cache key (as in a Pipeline's memory):
-            # otherwise every fit would draw a new seed and never reuse a cached language model.
-            ignore_seed=self.random_state is None, seed=seed, device=device, verbose=self.verbose,
-            lm_settings=dict(lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
-                             drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
-                             discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
-                             bf16=bf16, sampled_softmax=LM_SAMPLED_SOFTMAX, drop_scale=LM_DROP_SCALE),
-            head_settings=dict(bptt=self.bptt, max_len=self.max_len, drop_mult=self.drop_mult),
-            training=dict(epochs=epochs, lr=self.lr, batch_size=self.batch_size,
-                          class_weight=class_weight, gradual_unfreezing=self.gradual_unfreezing,
-                          discriminative=self.discriminative_lr, stlr=self.slanted_triangular, bf16=bf16,
-                          n_iter_no_change=self.n_iter_no_change, loss=self._training_loss(target_attributes)))
+        lm = replace(LMFineTuning(
+            lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
+            drop_mult=self.drop_mult, max_vocab=self.max_vocab, min_freq=self.min_freq,
+            discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
+            precision=precision), **self.lm_engine_choices)
+        head = HeadTraining(
+            epochs=epochs, lr=self.lr, batch_size=self.batch_size, bptt=self.bptt, max_len=self.max_len,
+            drop_mult=self.drop_mult, gradual_unfreezing=self.gradual_unfreezing,
+            discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
+            precision=precision, n_iter_no_change=self.n_iter_no_change, class_weight=class_weight,
+            loss=self._training_loss(target_attributes))
         n_threads = torch.get_num_threads()
-        with _explain_non_finite_loss(self, bf16):
-            fits = _fit_directions(plan, lm_sources, progress, self._parallel_directions(device, len(directions)))
+        with _explain_non_finite_loss(self, precision):
+            fits = fit_directions(
+                language_model_corpus(texts, extra, tokens), tokens[: len(texts)], targets, train_idx=train_idx,
+                valid_idx=valid_idx, sample_weight=sample_weight, n_outputs=n_outputs, pretrained=pretrained,
+                lm=lm, head=head, seed=seed,
+                # With random_state=None the seed stays out of the cache key (as in a Pipeline's memory):
+                # otherwise every fit would draw a new seed and never reuse a cached language model.
+                ignore_seed=self.random_state is None, memory=self.memory, device=device,
+                parallel=self._parallel_directions(device, len(pretrained.models)), verbose=self.verbose)
         vocabs, models, histories = (list(column) for column in zip(*fits))
         # Fitted attributes are set together at the end: a fit that fails leaves the estimator as it was.
-        fitted = {**target_attributes, "tokenizer_": tokenizer, "vocab_": vocabs, "models_": models,
+        fitted = {**target_attributes, "tokenizer_": pretrained.tokenizer, "vocab_": vocabs, "models_": models,
                   "history_": histories, "n_threads_": n_threads, "epochs_": epochs,
-                  "precision_": "bf16" if bf16 else "fp32", "bidirectional_": both}
+                  "precision_": precision, "bidirectional_": pretrained.bidirectional}
         for name, value in fitted.items():
             setattr(self, name, value)
         return self
@@ -208,35 +212,45 @@ class _ULMFiTEstimator(BaseEstimator):
     def _training_loss(self, target_attributes: dict) -> str:
         raise NotImplementedError
 
-    def transform(self, X) -> np.ndarray:
+    def transform(self, X: Iterable[str]) -> np.ndarray:
         """Concat-pooled document embeddings from the fine-tuned encoder(s).
 
-        Shape (n_samples, 3 * emb_size), or twice that for a bidirectional fit (forward
-        features first), ready for any other scikit-learn model.
+        Parameters
+        ----------
+        X : sequence of str
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 3 * emb_size), or twice that for a bidirectional fit
+            Forward features first; ready for any other scikit-learn model.
         """
         chunks = [np.concatenate(chunk, axis=1) for chunk in self._chunks(X, pooled=True)]
         width = sum(3 * m.config.emb_size for m in self.models_)
         return np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
 
-    def _chunks(self, X, pooled: bool):
+    def _chunks(self, X, pooled: bool) -> Iterator[list[np.ndarray]]:
         """For each block of :data:`PREDICT_CHUNK` texts, one output array per direction."""
         check_is_fitted(self)
         self._validate_params()  # set_params after fit (threshold, batch_size, device) is checked here
         texts = _check_texts(X)
+        device, bf16 = self._prediction_device()
         for start in range(0, len(texts), PREDICT_CHUNK):
-            yield self._outputs(self.tokenizer_.tokenize_many(texts[start:start + PREDICT_CHUNK]), pooled)
+            tokens = self.tokenizer_.tokenize_many(texts[start:start + PREDICT_CHUNK])
+            yield self._outputs(tokens, pooled, device, bf16)
 
-    def _outputs(self, tokens: list[list[str]], pooled: bool) -> list[np.ndarray]:
+    def _prediction_device(self) -> tuple[torch.device, bool]:
+        """The device a fitted model predicts on, and whether in bf16 there."""
+        device = resolve_device(self.device, fitted=True)
+        return device, resolve_precision(self.precision, device, fitting=False) == "bf16"
+
+    def _outputs(self, tokens: list[list[str]], pooled: bool, device: torch.device, bf16: bool) -> list[np.ndarray]:
         """One output array per direction (head outputs, or pooled features) for tokenized texts."""
-        device = _resolve_device(self.device, fitted=True)
-        bf16 = _use_bf16(self.precision, device, fitting=False)
         run = pooled_features if pooled else predict_logits
-        _ready_for_prediction(self.models_, device)
         return [run(model, vocab.numericalize_many(tokens), batch_size=self.batch_size, device=device,
-                    reverse=backwards, bf16=bf16)
+                    backwards=backwards, bf16=bf16)
                 for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
 
-    def explain(self, X, target=None, *, steps: int = 20) -> list:
+    def explain(self, X: Iterable[str], target=None, *, steps: int = 20) -> list[Explanation]:
         """Which tokens drove each prediction: integrated gradients on the input embeddings.
 
         Parameters
@@ -261,18 +275,18 @@ class _ULMFiTEstimator(BaseEstimator):
         check_steps(steps)
         texts = _check_texts(X)
         tokens = self.tokenizer_.tokenize_many(texts)
-        units, values, labels, output, unit_scale = self._explained(self._outputs(tokens, pooled=False), target)
-        device = _resolve_device(self.device, fitted=True)
-        bf16 = _use_bf16(self.precision, device, fitting=False)
+        device, bf16 = self._prediction_device()
+        outputs = self._outputs(tokens, pooled=False, device=device, bf16=bf16)
+        units, values, labels, output, unit_scale = self._explained(outputs, target)
         per_direction = [integrated_gradients(model, vocab.numericalize_many(tokens), units, output=output, steps=steps,
-                                              reverse=backwards, device=device, bf16=bf16)
+                                              backwards=backwards, device=device, bf16=bf16)
                          for model, vocab, backwards in zip(self.models_, self.vocab_, (False, True))]
         return [Explanation(text, doc, np.mean([d[i] for d in per_direction], axis=0) * unit_scale[i], label, value)
                 for i, (text, doc, label, value) in enumerate(zip(texts, tokens, labels, values))]
 
     # ------------------------------------------------------------------------- persistence
 
-    def save(self, path) -> None:
+    def save(self, path: str | Path) -> None:
         """Writes the fitted estimator to ``path`` in a format that cannot run code when loaded.
 
         Load it with :func:`skulmfit.load`: tensors and plain values only, read with
@@ -280,12 +294,20 @@ class _ULMFiTEstimator(BaseEstimator):
         device. Prefer it to ``pickle``/``joblib`` for a model you send or receive; the parameter
         ``memory`` is kept as its folder and a ``RandomState`` ``random_state`` as ``None``.
 
-        Raises ``OSError`` (``IsADirectoryError``, ``NotADirectoryError``, ``FileNotFoundError``,
-        ...) naming ``path`` if it cannot be written; a failed save leaves no file behind and keeps
-        a model already at ``path`` whole.
+        Parameters
+        ----------
+        path : str or Path
+
+        Raises
+        ------
+        NotFittedError
+            If the estimator is not fitted.
+        OSError
+            ``IsADirectoryError``, ``NotADirectoryError``, ``FileNotFoundError``, ... naming ``path``
+            if it cannot be written; a failed save leaves no file behind and keeps a model already at
+            ``path`` whole.
         """
-        from .persistence import save
-        save(self, path)
+        persistence.save(self, path)
 
     # ------------------------------------------------------------------------- scikit-learn plumbing
 
@@ -301,18 +323,14 @@ class _ULMFiTEstimator(BaseEstimator):
         state = self.__dict__.copy()
         if "models_" in state:
             buffer = io.BytesIO()
-            torch.save([_model_spec(m) for m in state.pop("models_")], buffer)
+            torch.save([model.spec() for model in state.pop("models_")], buffer)
             state["_models_blob"] = buffer.getvalue()
-        state["_versions"] = {"skulmfit": __version__, "torch": torch.__version__}
+        state["_versions"] = persistence.current_versions()
         return state
 
     def __setstate__(self, state):
-        saved = state.pop("_versions", {})
-        current = {"skulmfit": __version__, "torch": torch.__version__}
-        for name, version in saved.items():
-            if version != current[name]:
-                warnings.warn(f"this model was saved with {name} {version} and is loaded with {name} "
-                              f"{current[name]}; predictions may differ", UserWarning, stacklevel=2)
+        for difference in persistence.version_differences(state.pop("_versions", {})):
+            warnings.warn(difference, UserWarning, stacklevel=2)
         blob = state.pop("_models_blob", None)
         if "vocab_" in state:  # fitted before models carried their tokenizer: all were word-level
             state.setdefault("tokenizer_", Tokenizer())
@@ -320,7 +338,7 @@ class _ULMFiTEstimator(BaseEstimator):
         self.__dict__.update(state)
         if blob is not None:
             specs = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-            self.models_ = [_model_from_spec(spec) for spec in specs]
+            self.models_ = [TextClassifier.from_spec(spec) for spec in specs]
         if hasattr(self, "models_") and not hasattr(self, "bidirectional_"):  # fitted before "auto" existed
             self.bidirectional_ = len(self.models_) == 2
 
@@ -466,7 +484,8 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         self.threshold = threshold
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, unlabeled=None, sample_weight=None):
+    def fit(self, X: Iterable[str], y, unlabeled: Iterable[str] | None = None,
+            sample_weight=None) -> ULMFiTClassifier:
         """Fine-tune the language model on ``X`` (and ``unlabeled``), then train the classifier.
 
         Parameters
@@ -583,7 +602,7 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
             raise ValueError("class_weight gives every class weight 0: at least one must be positive")
         return np.array(list(weights.values()))
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: Iterable[str]) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``.
 
         Multi-label: the probability of each label, independently (rows need not sum to 1).
@@ -596,7 +615,7 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         link = torch.sigmoid if self.multilabel_ else partial(torch.softmax, dim=1)
         return np.mean([link(torch.from_numpy(logits)).numpy() for logits in outputs], axis=0)
 
-    def predict(self, X):
+    def predict(self, X: Iterable[str]) -> np.ndarray | sparse.csr_matrix:
         """The most probable class of each text; multi-label: the indicator matrix of the labels whose
         probability reaches ``threshold`` (sparse if ``y`` was)."""
         proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is looked up
@@ -605,8 +624,6 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         indicator = (proba >= self.threshold).astype(np.int64)
         return sparse.csr_matrix(indicator) if self._sparse_target else indicator
 
-
-# ----------------------------------------------------------------------------- helpers
 
 class ULMFiTRegressor(RegressorMixin, _ULMFiTEstimator):
     """Text regressor: the ULMFiT recipe with a regression head.
@@ -649,7 +666,8 @@ validation_fraction, n_iter_no_change, memory, random_state, verbose
         return "mse"
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, unlabeled=None, sample_weight=None):
+    def fit(self, X: Iterable[str], y, unlabeled: Iterable[str] | None = None,
+            sample_weight=None) -> ULMFiTRegressor:
         """Fine-tune the language model on ``X`` (and ``unlabeled``), then train the regression head.
 
         Parameters
@@ -699,7 +717,7 @@ validation_fraction, n_iter_no_change, memory, random_state, verbose
         scale = np.full(len(predictions), self.y_scale_[output_index])
         return units, predictions.tolist(), [output_index] * len(predictions), "identity", scale
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: Iterable[str]) -> np.ndarray:
         """Predicted targets: shape (n_samples,) if ``y`` was 1-D, else (n_samples, n_outputs)."""
         blocks = [self._values(outputs) for outputs in self._chunks(X, pooled=False)]
         values = np.concatenate(blocks) if blocks else np.zeros((0, self.n_outputs_), np.float32)
@@ -709,6 +727,8 @@ validation_fraction, n_iter_no_change, memory, random_state, verbose
         """The directions' standardised outputs -> targets in y's units, shape (n, n_outputs)."""
         return np.mean(outputs, axis=0) * self.y_scale_ + self.y_mean_
 
+
+# ----------------------------------------------------------------------------- helpers
 
 def _ndim(y) -> int:
     """Dimensions of array-like targets (a ragged list counts as 1-D, to be refused as such)."""
@@ -742,305 +762,43 @@ def _check_weights(sample_weight, texts: list[str]) -> np.ndarray | None:
 
 
 @contextlib.contextmanager
-def _explain_non_finite_loss(estimator: _ULMFiTEstimator, bf16: bool):
+def _explain_non_finite_loss(estimator: _ULMFiTEstimator, precision: str) -> Iterator[None]:
     """Adds the likely causes to a :class:`NonFiniteLossError` from training."""
     try:
         yield
     except NonFiniteLossError as error:
         causes = [f"a learning rate too high (lr={estimator.lr}, lm_lr={estimator.lm_lr})",
                   "non-finite pretrained weights"]
-        if bf16:
+        if precision == "bf16":
             causes.insert(1, "bf16 overflow (try precision='fp32')")
         raise NonFiniteLossError(f"{error}; the fit stopped and left the estimator as it was. "
                                  f"Likely causes: {', '.join(causes)}") from None
 
 
-_MODEL_MOVE_LOCK = threading.Lock()
+def load(path: str | Path) -> ULMFiTClassifier | ULMFiTRegressor:
+    """Reads a model written by ``ULMFiTClassifier.save``; never runs code from the file.
 
+    Parameters
+    ----------
+    path : str or Path
 
-def _ready_for_prediction(models: list[TextClassifier], device: torch.device) -> None:
-    """Puts the models in eval mode on ``device``, the first time only and under a lock: prediction
-    itself never changes a module, so threads may then predict with one fitted model at once."""
-    with _MODEL_MOVE_LOCK:
-        for model in models:
-            if model.training or not _on_device(model, device):
-                model.to(device).eval()
+    Returns
+    -------
+    ULMFiTClassifier or ULMFiTRegressor
+        Fitted, predicting exactly as the saved estimator did.
 
+    Raises
+    ------
+    FileNotFoundError
+        If nothing is at ``path``.
+    ValueError
+        In one line naming ``path``: if it is a folder, empty, truncated, not a torch file, not a
+        skulmfit model (a pickle, a weight file, a file of another program), a file holding
+        objects other than tensors and plain values, or a model file whose contents disagree
+        with each other (missing keys, sizes that do not match the tensors, ...).
 
-def _model_spec(model: TextClassifier) -> dict:
-    return {"config": {k: getattr(model.config, k) for k in model.config.__dataclass_fields__},
-            "n_classes": model[1].layers[-1].out_features, "bptt": model.bptt, "max_len": model.max_len,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-
-
-def _model_from_spec(spec: dict) -> TextClassifier:
-    model = TextClassifier(AWDLSTMConfig(**spec["config"]), spec["n_classes"], spec["bptt"], spec["max_len"])
-    model.load_state_dict(spec["state_dict"])
-    return model.eval()
-
-
-def _resolve_device(device, fitted: bool = False) -> torch.device:
-    """``'auto'`` -> CUDA when available; an unavailable CUDA device is an error when fitting and a
-    warning (then CPU) when predicting with a model fitted elsewhere."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    # A malformed device is an invalid parameter, as sklearn's own checks report it (a ValueError too).
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InvalidParameterError(
-            f"device={device!r} is not a valid torch device ('auto', 'cpu', 'cuda', 'cuda:1')") from None
-    if resolved.type == "cuda":
-        index = resolved.index or 0
-        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            message = f"device={device!r} is not available on this machine"
-            if not fitted:
-                raise ValueError(message + "; use device='auto' or 'cpu'")
-            warnings.warn(message + "; predicting on the CPU", UserWarning, stacklevel=3)
-            return torch.device("cpu")
-    elif resolved.type != "cpu":
-        raise InvalidParameterError(f"device={device!r}: only 'cpu' and CUDA devices are supported")
-    return resolved
-
-
-def _use_bf16(precision: str, device: torch.device, fitting: bool = True) -> bool:
-    """Whether to compute in bfloat16 on ``device``.
-
-    ``"auto"`` does so where the hardware computes bf16 natively. An explicit ``"bf16"`` where it
-    does not is refused when fitting (the CPU's LSTM kernels have no bf16 form there, and emulation
-    would be slower than fp32); a model fitted with it elsewhere predicts in fp32, with a warning.
+    See Also
+    --------
+    skulmfit.persistence : the file format and what is checked.
     """
-    if precision == "fp32":
-        return False
-    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_computes_bf16()
-    if precision == "auto" or native:
-        return native
-    hardware = ("this GPU has no bfloat16 support" if device.type == "cuda"
-                else "this CPU has neither AVX512-BF16 nor AMX, so it cannot run the LSTM in bfloat16")
-    if fitting:
-        raise ValueError(f"precision='bf16': {hardware}; use precision='auto' (bf16 wherever the hardware "
-                         "has it, fp32 elsewhere) or precision='fp32'")
-    warnings.warn(f"precision='bf16': {hardware}; predicting in fp32", UserWarning, stacklevel=4)
-    return False
-
-
-def _cuda_devices(device: torch.device) -> list:
-    return [device] if device.type == "cuda" else []
-
-
-def _cached(memory, function, ignore_seed: bool = False):
-    if memory is None:
-        return function
-    if isinstance(memory, str):
-        from joblib import Memory
-        memory = Memory(memory, verbose=0)
-    # The pretrained model is identified by its fingerprint: hashing its weights at every call would be slow.
-    ignored = ["lm_source", "verbose"]
-    return memory.cache(function, ignore=ignored + ["seed"] if ignore_seed else ignored)
-
-
-def _language_model_corpus(texts: list[str], extra: list[str], tokens: list[list[str]]) -> list[list[str]]:
-    """The documents the language model is fine-tuned on: the labelled texts that are not also among
-    the unlabelled ones, then the unlabelled texts (``tokens`` holds both, in that order).
-
-    A text given in both is read once. So when every labelled text is drawn from the unlabelled
-    corpus, as when one corpus serves several label budgets or samples, the language-model corpus is
-    the same for all of them and ``memory`` fine-tunes it once.
-    """
-    if not extra:
-        return tokens
-    unlabeled = set(extra)
-    return [doc for text, doc in zip(texts, tokens) if text not in unlabeled] + tokens[len(texts):]
-
-
-def _shared_tokenizer(lm_sources: list[PretrainedLM | None], pretrained) -> Tokenizer:
-    """The tokenizer of the pretrained model(s); fastai's word rules without one."""
-    if lm_sources[0] is None:
-        return Tokenizer()
-    tokenizer = lm_sources[0].tokenizer
-    if any(lm.tokenizer != tokenizer for lm in lm_sources[1:]):
-        raise ValueError(f"the forward and backward models of pretrained={pretrained!r} use different "
-                         "tokenizers; a bidirectional classifier needs one text pipeline")
-    return tokenizer
-
-
-def _fingerprint(pretrained) -> str | None:
-    """Identifies the weights behind ``pretrained`` for the cache: a changed file is a new key."""
-    if pretrained is None:
-        return None
-    from pathlib import Path
-    from .pretrained import _registry
-    registry = _registry()
-    if isinstance(pretrained, str) and pretrained in registry:
-        return str(registry[pretrained])
-    path = Path(pretrained)
-    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file()] \
-        if path.is_dir() else [(str(path), path.stat().st_size, path.stat().st_mtime_ns)] if path.exists() else []
-    return str(stats)
-
-
-def target_vocab(pretrained: PretrainedLM | None, tokens: list[list[str]], max_vocab: int, min_freq: int) -> Vocab:
-    """The vocabulary a classifier uses.
-
-    A subword model's own (it has no unknown tokens); a word-level model's, extended by the target
-    texts' frequent new words (up to ``max_vocab`` tokens in all); or the target texts' own
-    vocabulary without a pretrained model.
-    """
-    if pretrained is not None and pretrained.tokenizer.subword:
-        return Vocab(pretrained.itos)
-    counts = Counter(t for doc in tokens for t in doc)
-    if pretrained is None:
-        return Vocab.from_counts(counts, max_size=max_vocab, min_freq=min_freq)
-    room = max(0, max_vocab - len(pretrained.itos))
-    return Vocab(pretrained.itos).extend(counts, max_new=room, min_freq=min_freq)
-
-
-def fine_tune_encoder(tokens: list[list[str]], lm_source: PretrainedLM | None, fingerprint, backwards: bool,
-                      settings: dict, seed: int, device: str, verbose: int) -> dict:
-    """Target-task language-model fine-tuning; returns the vocabulary, sizes and encoder weights.
-
-    A module-level function so that ``joblib.Memory`` can cache it: ``fingerprint`` identifies
-    ``lm_source`` in the cache key, which leaves ``lm_source`` itself out.
-    """
-    vocab = target_vocab(lm_source, tokens, settings["max_vocab"], settings["min_freq"])
-    if lm_source is None:
-        config = AWDLSTMConfig(len(vocab), **RANDOM_INIT_SIZES)
-    else:
-        config = AWDLSTMConfig(len(vocab), **{k: v for k, v in lm_source.config.sizes().items() if k != "vocab_size"})
-    with torch.random.fork_rng(devices=_cuda_devices(torch.device(device))):
-        torch.manual_seed(seed)
-        model = LanguageModel(config.scaled(settings["drop_mult"] * settings["drop_scale"]))
-        if lm_source is not None:
-            model.load_state_dict(match_embeddings(lm_source.state_dict, lm_source.itos, vocab.itos))
-        if settings["lm_epochs"] > 0:
-            fine_tune_language_model(
-                model, vocab.numericalize_many(tokens), epochs=settings["lm_epochs"], lr=settings["lm_lr"],
-                batch_size=settings["batch_size"], bptt=settings["bptt"], device=device,
-                rng=np.random.default_rng(seed), reverse=backwards, discriminative=settings["discriminative_lr"],
-                stlr=settings["slanted_triangular"], bf16=settings["bf16"],
-                sampled_softmax=settings["sampled_softmax"], progress=ProgressBar() if verbose else SilentProgress())
-    return {"itos": vocab.itos, "sizes": config.sizes(),
-            "encoder_state": {k: v.detach().cpu() for k, v in model[0].state_dict().items()}}
-
-
-@dataclass
-class _DirectionPlan:
-    """Everything that fitting one direction needs, validated and drawn by ``_fit``. It is picklable,
-    so that the backward direction can be fitted in another process at the same time."""
-    lm_corpus: list[list[str]]  # tokenized documents for language-model fine-tuning
-    tokens: list[list[str]]  # the labelled texts, tokenized
-    targets: np.ndarray
-    train_idx: np.ndarray
-    valid_idx: np.ndarray | None
-    sample_weight: np.ndarray | None
-    n_outputs: int
-    fingerprint: str | None
-    memory: object
-    ignore_seed: bool
-    seed: int
-    device: torch.device
-    verbose: int
-    lm_settings: dict  # fine_tune_encoder's settings (the memory cache key)
-    head_settings: dict  # bptt, max_len and drop_mult of the classifier
-    training: dict  # train_classifier's other keyword arguments, the same for both directions
-
-    def fit(self, backwards: bool, lm_source: PretrainedLM | None, progress) -> tuple[Vocab, TextClassifier, dict]:
-        """One direction: its language model fine-tuned (or read from ``memory``), then its classifier."""
-        encoder = _cached(self.memory, fine_tune_encoder, ignore_seed=self.ignore_seed)(
-            self.lm_corpus, lm_source, self.fingerprint, backwards, self.lm_settings, self.seed, str(self.device),
-            self.verbose)
-        vocab = Vocab(encoder["itos"])
-        docs = vocab.numericalize_many(self.tokens)
-        config = AWDLSTMConfig(**encoder["sizes"]).for_classifier().scaled(self.head_settings["drop_mult"])
-        with torch.random.fork_rng(devices=_cuda_devices(self.device)):
-            torch.manual_seed(self.seed + 1)  # before the head's random initialisation
-            model = TextClassifier(config, self.n_outputs, bptt=self.head_settings["bptt"],
-                                   max_len=self.head_settings["max_len"])
-            model[0].load_state_dict(encoder["encoder_state"])
-            validation = None if self.valid_idx is None else (
-                [docs[i] for i in self.valid_idx], self.targets[self.valid_idx])
-            history = train_classifier(
-                model, [docs[i] for i in self.train_idx], self.targets[self.train_idx],
-                device=self.device, rng=np.random.default_rng(self.seed + 1), reverse=backwards,
-                sample_weight=None if self.sample_weight is None else self.sample_weight[self.train_idx],
-                validation=validation, progress=progress, **self.training)
-        return vocab, model, history
-
-
-def _fit_directions(plan: _DirectionPlan, lm_sources: list, progress, parallel: bool) -> list[tuple]:
-    """``(vocab, model, history)`` of each direction, forward first.
-
-    With ``parallel`` the backward direction is fitted in a second process while this one fits the
-    forward direction, each with half of torch's threads: two single-threaded processes on two
-    cores do more work than one process with two threads. The results equal a fit one after the
-    other with those thread counts (each direction is seeded on its own).
-    """
-    directions = (False, True)[: len(lm_sources)]
-    if not parallel:
-        return [plan.fit(backwards, source, progress) for backwards, source in zip(directions, lm_sources)]
-    threads = torch.get_num_threads()
-    forward_threads = max(1, threads // 2)
-    with _backward_worker() as executor:
-        backward = executor.submit(_fit_backward_in_worker, plan, lm_sources[1], max(1, threads - forward_threads))
-        with _torch_threads(forward_threads):
-            forward = plan.fit(False, lm_sources[0], progress)
-        vocab, spec, history = backward.result()
-    return [forward, (vocab, _model_from_spec(spec), history)]
-
-
-# The process that fits backward directions: skulmfit's own, never the process-wide executor that
-# joblib's loky backend reuses (sharing that one breaks a later cross_val_score(n_jobs=2)). It is
-# kept between fits, as a grid search fits many times, and its worker exits after idling a while.
-_WORKER_IDLE_SECONDS = 300
-_shared_worker = None
-_shared_worker_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _backward_worker():
-    """A one-process executor for the length of a fit.
-
-    The shared one, or a private one while another thread's fit holds it. On an error or Ctrl-C its
-    worker is killed, so it never trains on in the background, and the next fit starts a new one.
-    """
-    global _shared_worker
-    from joblib.externals.loky import ProcessPoolExecutor
-    shared = _shared_worker_lock.acquire(blocking=False)
-    try:
-        if shared:
-            if _shared_worker is None:
-                _shared_worker = ProcessPoolExecutor(max_workers=1, timeout=_WORKER_IDLE_SECONDS)
-            executor = _shared_worker
-        else:
-            executor = ProcessPoolExecutor(max_workers=1)
-        try:
-            yield executor
-        except BaseException:
-            executor.shutdown(wait=False, kill_workers=True)
-            if shared:
-                _shared_worker = None
-            raise
-        if not shared:
-            executor.shutdown(wait=False)
-    finally:
-        if shared:
-            _shared_worker_lock.release()
-
-
-def _fit_backward_in_worker(plan: _DirectionPlan, lm_source: PretrainedLM | None, threads: int) -> tuple:
-    """The backward direction in a worker process; the model travels back as a spec of CPU tensors."""
-    torch.set_num_threads(threads)
-    quiet = replace(plan, verbose=0)  # the forward direction's bars in the caller's process show progress
-    vocab, model, history = quiet.fit(True, lm_source, SilentProgress())
-    return vocab, _model_spec(model), history
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """torch's intra-op threads set to ``n`` for the block, then restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return persistence.load_estimator(path, (ULMFiTClassifier, ULMFiTRegressor))

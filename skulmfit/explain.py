@@ -81,7 +81,7 @@ def check_steps(steps) -> None:
 
 
 def integrated_gradients(model, docs: list[np.ndarray], targets: np.ndarray, *, output: str, steps: int = 20,
-                         reverse: bool = False, device: torch.device = torch.device("cpu"), bf16: bool = False,
+                         backwards: bool = False, device: torch.device = torch.device("cpu"), bf16: bool = False,
                          max_rows: int = 256) -> list[np.ndarray]:
     """Attribution of every token of each document (in reading order of ``docs``) to ``output``
     (``"log_softmax"``, ``"log_sigmoid"`` or ``"identity"``) of the head unit ``targets[i]``."""
@@ -92,7 +92,7 @@ def integrated_gradients(model, docs: list[np.ndarray], targets: np.ndarray, *, 
     results: list[np.ndarray | None] = [None] * len(docs)
     for start in range(0, len(order), per_batch):
         chosen = order[start:start + per_batch]
-        ids, lengths = pad_batch(docs, np.repeat(chosen, steps), reverse)
+        ids, lengths = pad_batch(docs, np.repeat(chosen, steps), backwards)
         scale = alphas.repeat(len(chosen)).view(-1, 1, 1).expand(-1, ids.size(1), 1).contiguous()
         scale = scale.to(device).requires_grad_(True)
         with autocast(device, bf16):
@@ -107,5 +107,5 @@ def integrated_gradients(model, docs: list[np.ndarray], targets: np.ndarray, *, 
         grad = grad.squeeze(2).view(len(chosen), steps, -1).mean(dim=1).float().cpu().numpy()
         for row, i in enumerate(chosen):
             attribution = grad[row, :len(docs[i])]
-            results[i] = attribution[::-1].copy() if reverse else attribution
+            results[i] = attribution[::-1].copy() if backwards else attribution
     return results

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
+from .lm_weights import PretrainedLM, move_embedding_rows
 from .model import AWDLSTMConfig
-from .pretrained import PretrainedLM
 from .tokenizer import SPECIAL_TOKENS
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".h5")
@@ -485,16 +485,6 @@ def _canonical_vocab(itos: list[str], state: dict[str, torch.Tensor]):
                "dropped_duplicates": len(itos) - len(first_row)}
     if rows.tolist() == list(range(len(itos))):
         return new_itos, state, changes
-
-    known = rows >= 0
+    # A token's repeats are dropped, so the mean rows of added special tokens leave them out too.
     kept = torch.tensor(sorted(first_row.values()))
-    old_emb, old_bias = state["0.encoder.weight"], state["1.decoder.bias"]
-    new_emb = old_emb[kept].mean(0, keepdim=True).repeat(len(new_itos), 1)
-    new_emb[known] = old_emb[rows[known]]
-    new_bias = old_bias[kept].mean().repeat(len(new_itos))
-    new_bias[known] = old_bias[rows[known]]
-    state = dict(state)
-    for key in ("0.encoder.weight", "0.encoder_dp.emb.weight", "1.decoder.weight"):
-        state[key] = new_emb
-    state["1.decoder.bias"] = new_bias
-    return new_itos, state, changes
+    return new_itos, move_embedding_rows(state, rows, mean_over=kept), changes

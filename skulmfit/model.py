@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PAD_ID = 1  # fastai's xxpad index
+from .vocab import PAD_ID
 
 
 @dataclass(frozen=True)
@@ -37,17 +37,19 @@ class AWDLSTMConfig:
     weight_p: float = 0.2
 
     def scaled(self, drop_mult: float) -> "AWDLSTMConfig":
-        return replace(self, **{name: getattr(self, name) * drop_mult for name in _DROPOUT_NAMES})
+        return replace(self, **{name: getattr(self, name) * drop_mult for name in DROPOUT_FIELDS})
 
     def for_classifier(self) -> "AWDLSTMConfig":
         return replace(self, output_p=0.4, hidden_p=0.3, input_p=0.4, embed_p=0.05, weight_p=0.5)
 
     def sizes(self) -> dict:
         """The shape-defining fields only (what a checkpoint must record)."""
-        return {k: v for k, v in asdict(self).items() if k not in _DROPOUT_NAMES}
+        return {k: v for k, v in asdict(self).items() if k not in DROPOUT_FIELDS}
 
 
-_DROPOUT_NAMES = ("output_p", "hidden_p", "input_p", "embed_p", "weight_p")
+#: :class:`AWDLSTMConfig`'s fields that define the shapes of the weights, and its dropout probabilities.
+SIZE_FIELDS = ("vocab_size", "emb_size", "hidden_size", "n_layers")
+DROPOUT_FIELDS = ("output_p", "hidden_p", "input_p", "embed_p", "weight_p")
 
 
 class RNNDropout(nn.Module):
@@ -294,6 +296,40 @@ class TextClassifier(nn.Sequential):
     @property
     def config(self) -> AWDLSTMConfig:
         return self[0].config
+
+    @property
+    def n_classes(self) -> int:
+        """Outputs of the head: classes, labels or regression targets."""
+        return self[1].layers[-1].out_features
+
+    def spec(self) -> dict:
+        """The model as plain values and CPU tensors, which :meth:`from_spec` rebuilds.
+
+        Returns
+        -------
+        dict
+            ``config`` (every field of :class:`AWDLSTMConfig`), ``n_classes``, ``bptt``,
+            ``max_len`` and ``state_dict``.
+        """
+        return {"config": asdict(self.config), "n_classes": self.n_classes, "bptt": self.bptt,
+                "max_len": self.max_len, "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> TextClassifier:
+        """The model a :meth:`spec` describes, in eval mode.
+
+        Parameters
+        ----------
+        spec : dict
+            As :meth:`spec` gives it.
+
+        Returns
+        -------
+        TextClassifier
+        """
+        model = cls(AWDLSTMConfig(**spec["config"]), spec["n_classes"], spec["bptt"], spec["max_len"])
+        model.load_state_dict(spec["state_dict"])
+        return model.eval()
 
     def layer_groups(self) -> list[list[nn.Module]]:
         """fastai's classifier split: embedding, each LSTM, head."""

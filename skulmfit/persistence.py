@@ -3,7 +3,8 @@
 ``pickle`` and ``joblib`` work too (the scikit-learn convention), but unpickling a file runs whatever
 code it names, so a model from someone else is only as safe as its sender. This format stores
 tensors plus plain values (strings, numbers, lists, dicts) in one ``torch.save`` file, and
-:func:`load` reads it with ``torch.load(weights_only=True)``, which refuses anything else::
+:func:`load_estimator` (behind :func:`skulmfit.load`) reads it with ``torch.load(weights_only=True)``,
+which refuses anything else::
 
     {"format": "skulmfit-classifier-1", "estimator": "ULMFiTClassifier" or "ULMFiTRegressor",
      "versions": {...}, "params": "<JSON>", "classes": {"dtype": ..., "values": [...]} (a classifier's)
@@ -15,11 +16,11 @@ tensors plus plain values (strings, numbers, lists, dicts) in one ``torch.save``
 Weights are stored as CPU tensors in their own precision, so predictions after loading equal those
 before bit for bit, and a model fitted on a GPU loads on a machine without one.
 
-:func:`load` trusts nothing in a file: before it builds a model it checks every key and value type,
-and that the stated sizes agree with the tensors, the vocabularies and the classes (the expected
-tensor shapes come from a model on the ``meta`` device, which allocates nothing). A damaged or
-forged file is refused with a one-line ``ValueError`` naming the file and what disagrees; what
-:func:`load` allocates is sized by the tensors a file really holds, never by a size it states.
+:func:`load_estimator` trusts nothing in a file: before it builds a model it checks every key and
+value type, and that the stated sizes agree with the tensors, the vocabularies and the classes (the
+expected tensor shapes come from a model on the ``meta`` device, which allocates nothing). A damaged
+or forged file is refused with a one-line ``ValueError`` naming the file and what disagrees; what
+it allocates is sized by the tensors a file really holds, never by a size it states.
 :func:`save` writes a temporary file and renames it over ``path``, so a failed save leaves nothing
 behind and an earlier file at ``path`` whole.
 """
@@ -33,27 +34,27 @@ import pickle
 import pickletools
 import warnings
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from . import __version__
-from .model import AWDLSTMConfig, TextClassifier
+from .model import DROPOUT_FIELDS, SIZE_FIELDS, AWDLSTMConfig, TextClassifier
 from .text import Tokenizer
 from .vocab import Vocab
 
 FORMAT = "skulmfit-classifier-1"
 _FITTED = ("history_", "n_threads_", "epochs_", "precision_", "bidirectional_")
-_SIZES = ("vocab_size", "emb_size", "hidden_size", "n_layers")  # AWDLSTMConfig's shape-defining fields
-_DROPOUTS = tuple(field.name for field in dataclasses.fields(AWDLSTMConfig) if field.name not in _SIZES)
 _SNIFFED_BYTES = 1 << 24  # how much of an unreadable file is searched for the classes it names
 
 
 # ----------------------------------------------------------------------------- save
 
-def save(estimator, path: str | Path) -> None:
+def save(estimator: BaseEstimator, path: str | Path) -> None:
     """Writes a fitted ``ULMFiTClassifier`` or ``ULMFiTRegressor`` to ``path`` (see the module docstring).
 
     Raises
@@ -69,22 +70,15 @@ def save(estimator, path: str | Path) -> None:
     payload = {
         "format": FORMAT,
         "estimator": type(estimator).__name__,
-        "versions": {"skulmfit": __version__, "torch": str(torch.__version__)},
+        "versions": current_versions(),
         "params": json.dumps(_plain_params(estimator.get_params(deep=False))),
         **_target_state(estimator),
         "tokenizer": estimator.tokenizer_.to_dict(),
         "vocabs": [vocab.to_list() for vocab in estimator.vocab_],
-        "models": [_plain_model(model) for model in estimator.models_],
+        "models": [model.spec() for model in estimator.models_],
         "fitted": json.loads(json.dumps({name: getattr(estimator, name) for name in _FITTED})),
     }
     _write_atomically(payload, Path(path))
-
-
-def _plain_model(model: TextClassifier) -> dict:
-    """A fitted model as plain values and CPU tensors: one entry of the file's ``models``."""
-    return {"config": dataclasses.asdict(model.config), "n_classes": model[1].layers[-1].out_features,
-            "bptt": model.bptt, "max_len": model.max_len,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
 def _write_atomically(payload: dict, path: Path) -> None:
@@ -151,27 +145,24 @@ def _plain_params(params: dict) -> dict:
 
 # ----------------------------------------------------------------------------- load
 
-def load(path: str | Path):
-    """Reads a model written by ``ULMFiTClassifier.save``; never runs code from the file.
+def load_estimator(path: str | Path, kinds: Sequence[type[BaseEstimator]]) -> BaseEstimator:
+    """Reads a model written by :func:`save`; never runs code from the file (:func:`skulmfit.load`).
 
     Parameters
     ----------
     path : str or Path
+    kinds : sequence of estimator classes
+        The classes a file may name (by their ``__name__``).
 
     Returns
     -------
-    ULMFiTClassifier or ULMFiTRegressor
-        Fitted, predicting exactly as the saved estimator did.
+    estimator
+        An instance of one of ``kinds``, fitted, predicting exactly as the saved estimator did.
 
     Raises
     ------
-    FileNotFoundError
-        If nothing is at ``path``.
-    ValueError
-        In one line naming ``path``: if it is a folder, empty, truncated, not a torch file, not a
-        skulmfit model (a pickle, a weight file, a file of another program), a file holding
-        objects other than tensors and plain values, or a model file whose contents disagree
-        with each other (missing keys, sizes that do not match the tensors, ...).
+    FileNotFoundError, ValueError
+        As :func:`skulmfit.load` describes: a ``ValueError`` is one line naming ``path``.
     """
     path = Path(path)
     payload = _read_payload(path)
@@ -179,12 +170,40 @@ def load(path: str | Path):
         raise ValueError(f"{path} is not a skulmfit model file (format {FORMAT!r}); found {_format_of(payload)}")
     try:
         differences = _version_differences(payload)
-        estimator = _restore(payload)
+        estimator = _restore(payload, {kind.__name__: kind for kind in kinds})
     except _Invalid as problem:
         raise ValueError(f"{path} is not a valid skulmfit model file: {problem}") from None
     for difference in differences:
-        warnings.warn(difference, UserWarning, stacklevel=2)
+        warnings.warn(difference, UserWarning, stacklevel=3)
     return estimator
+
+
+def current_versions() -> dict[str, str]:
+    """The versions a saved model records: skulmfit's and torch's.
+
+    Returns
+    -------
+    dict of str to str
+    """
+    return {"skulmfit": __version__, "torch": str(torch.__version__)}
+
+
+def version_differences(saved: Mapping[str, str]) -> list[str]:
+    """A warning for each package whose version differs from the one a model was saved with.
+
+    Parameters
+    ----------
+    saved : mapping of str to str
+        The :func:`current_versions` of the process that saved the model (pickled or in a file).
+
+    Returns
+    -------
+    list of str
+        One message per package, for ``warnings.warn``.
+    """
+    return [f"this model was saved with {name} {saved[name]} and is loaded with {name} {version}; "
+            "predictions may differ"
+            for name, version in current_versions().items() if name in saved and saved[name] != version]
 
 
 def _read_payload(path: Path):
@@ -236,23 +255,20 @@ def _format_of(payload) -> str:
 
 
 class _Invalid(Exception):
-    """What is wrong with a file that has the right format tag; :func:`load` adds the file's name."""
+    """What is wrong with a file that has the right format tag; :func:`load_estimator` adds the file's name."""
 
 
 def _version_differences(payload: dict) -> list[str]:
-    """A warning for each package whose version differs from the one the file was saved with."""
+    """:func:`version_differences` of the versions the file states, which must be strings."""
     versions = _field(payload, "versions", dict)
-    current = {"skulmfit": __version__, "torch": str(torch.__version__)}
-    return [f"this model was saved with {name} {versions[name]} and is loaded with {name} {version}; "
-            "predictions may differ"
-            for name, version in current.items()
-            if name in versions and _field(versions, name, str, "versions") != version]
+    for name in current_versions():
+        if name in versions:
+            _field(versions, name, str, "versions")
+    return version_differences(versions)
 
 
-def _restore(payload: dict):
+def _restore(payload: dict, kinds: dict[str, type]):
     """The fitted estimator the payload describes, checked whole before any model is built."""
-    from .estimator import ULMFiTClassifier, ULMFiTRegressor
-    kinds = {"ULMFiTClassifier": ULMFiTClassifier, "ULMFiTRegressor": ULMFiTRegressor}
     name = _field(payload, "estimator", str)
     if name not in kinds:
         raise _Invalid(f"estimator {name!r} is none this skulmfit knows ({', '.join(kinds)})")
@@ -265,7 +281,7 @@ def _restore(payload: dict):
         raise _Invalid(f"its models have {[model.n_classes for model in models]} outputs; "
                        "both directions need the same")
     vocabs = _vocabularies(payload, models)
-    if name == "ULMFiTClassifier":
+    if name == "ULMFiTClassifier":  # a regressor has targets where a classifier has classes
         weight_bytes = sum(model.n_bytes for model in models)
         targets = _class_attributes(_field(payload, "classes", dict), n_outputs, weight_bytes)
     else:
@@ -343,18 +359,17 @@ class _CheckedModel:
                                f"need {_describe(want)}")
 
     def build(self) -> TextClassifier:
-        model = TextClassifier(self.config, self.n_classes, self.bptt, self.max_len)
-        model.load_state_dict(self.state_dict)
-        return model.eval()
+        return TextClassifier.from_spec({"config": dataclasses.asdict(self.config), "n_classes": self.n_classes,
+                                         "bptt": self.bptt, "max_len": self.max_len, "state_dict": self.state_dict})
 
 
 def _config(fields: dict, where: str) -> AWDLSTMConfig:
     """The AWD-LSTM's sizes (positive ints) and dropout probabilities; no other field."""
-    unknown = sorted(set(fields) - set(_SIZES + _DROPOUTS), key=str)
+    unknown = sorted(set(fields) - set(SIZE_FIELDS + DROPOUT_FIELDS), key=str)
     if unknown:
         raise _Invalid(f"{where} has fields AWDLSTMConfig does not: {unknown}")
-    return AWDLSTMConfig(**{name: _positive_int(fields, name, where) for name in _SIZES},
-                         **{name: _dropout(fields, name, where) for name in _DROPOUTS})
+    return AWDLSTMConfig(**{name: _positive_int(fields, name, where) for name in SIZE_FIELDS},
+                         **{name: _dropout(fields, name, where) for name in DROPOUT_FIELDS})
 
 
 def _tensors(record: dict, where: str) -> dict[str, torch.Tensor]:

@@ -30,7 +30,6 @@ import gzip
 import json
 import math
 import os
-import platform
 import time
 from collections import Counter
 from pathlib import Path
@@ -40,8 +39,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from . import __version__  # noqa: E402
 from .batching import bptt_lengths, lm_batches, lm_rows  # noqa: E402
+from .environment import machine_description  # noqa: E402
 from .model import AWDLSTMConfig, LanguageModel  # noqa: E402
 from .progress import ProgressBar, SilentProgress  # noqa: E402
 from .pretrained import (PretrainedLM, available_models, load_weights, model_card, resolve,  # noqa: E402
@@ -205,22 +204,6 @@ def learning_rate(tokens_seen: int, planned_tokens: int, peak: float, warmup_tok
     warm = min(1.0, (tokens_seen + 1) / max(1, warmup_tokens))
     decay = 1.0 - 0.9 * min(1.0, tokens_seen / max(1, planned_tokens))
     return peak * warm * decay
-
-
-def machine_description() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "skulmfit": __version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 class Checkpointer:

@@ -1,5 +1,5 @@
-"""Pretrained language-model weights: the bundled models, skulmfit's weight files, and the
-transfer of a pretrained embedding onto a target vocabulary.
+"""Pretrained language-model weights: the bundled models, skulmfit's weight files, and what an
+estimator's ``pretrained`` parameter names (:func:`resolve_pretrained`).
 
 A weight file is ``torch.save`` of a plain dict (loadable with ``weights_only=True``)::
 
@@ -18,35 +18,19 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
 
+from .fastai_import import load_fastai, names_a_backward_file
+from .lm_weights import TIED_KEYS, PretrainedLM
 from .model import AWDLSTMConfig, LanguageModel
 from .text import Tokenizer
 
 FORMAT = "skulmfit-awdlstm-1"
-TIED_KEYS = ("0.encoder_dp.emb.weight", "1.decoder.weight")
 DEFAULT_MODEL = "wiki-en-sub"
-
-
-@dataclass
-class PretrainedLM:
-    """A language model's sizes, tokenizer, vocabulary and fp32 state dict (all 16 fastai v2 keys)."""
-
-    config: AWDLSTMConfig
-    itos: list[str]
-    state_dict: dict[str, torch.Tensor]
-    backwards: bool = False
-    card: dict = field(default_factory=dict)
-    tokenizer: Tokenizer = field(default_factory=Tokenizer)
-
-    def build(self) -> LanguageModel:
-        model = LanguageModel(self.config)
-        model.load_state_dict(self.state_dict)
-        return model
 
 
 # ----------------------------------------------------------------------------- files
@@ -112,12 +96,21 @@ def _weights_dir():
     return resources.files("skulmfit") / "weights"
 
 
-def _registry(folder=None) -> dict:
-    """``{name: {"forward": card, "backward": card}}`` from the model cards in ``folder``.
+def model_cards(folder=None) -> dict:
+    """The models whose cards are in ``folder``: ``{name: {"forward": card, "backward": card}}``.
 
     Each card (``<name>.fwd.json`` / ``<name>.bwd.json``, written by ``skulmfit.pretrain``) names
-    its weight file and that file's SHA-256, so the cards are the only registry. The default
-    folder holds the models bundled with the package.
+    its weight file and that file's SHA-256, so the cards are the only registry.
+
+    Parameters
+    ----------
+    folder : Path or importlib Traversable, optional
+        Default: the models bundled with the package. A folder that does not exist holds none.
+
+    Returns
+    -------
+    dict
+        The cards of each model by direction (a direction without a card is absent).
     """
     registry: dict[str, dict] = {}
     folder = _weights_dir() if folder is None else folder
@@ -135,13 +128,13 @@ def _registry(folder=None) -> dict:
 
 def available_models() -> list[str]:
     """Names of the language models bundled with skulmfit (usable as ``pretrained=``)."""
-    return sorted(_registry())
+    return sorted(model_cards())
 
 
 def model_card(name: str, backwards: bool = False) -> dict:
     """The model card of a bundled model: corpus, sizes, tokens seen, perplexities, checksum."""
     direction = "backward" if backwards else "forward"
-    card = _registry().get(name, {}).get(direction)
+    card = model_cards().get(name, {}).get(direction)
     if card is None:
         raise ValueError(f"no bundled {direction} model {name!r}; available: {available_models()}")
     return dict(card)
@@ -150,15 +143,78 @@ def model_card(name: str, backwards: bool = False) -> dict:
 def load_bundled(name: str, backwards: bool = False, folder=None) -> PretrainedLM:
     """Loads a model by name from ``folder`` (default: the bundled models), verifying its checksum."""
     folder = _weights_dir() if folder is None else folder
-    registry = _registry(folder)
+    registry = model_cards(folder)
     if name not in registry:
         raise ValueError(f"unknown pretrained model {name!r}; available: {sorted(registry)}")
+    return _load_carded(folder, name, registry[name], backwards)
+
+
+def _load_carded(folder, name: str, cards: dict, backwards: bool) -> PretrainedLM:
+    """One direction of the model whose ``cards`` are in ``folder``, its checksum verified."""
     direction = "backward" if backwards else "forward"
-    entry = registry[name].get(direction)
+    entry = cards.get(direction)
     if entry is None:
         raise ValueError(f"pretrained model {name!r} has no {direction} weights")
     with resources.as_file(folder / entry["file"]) as path:
         return load_weights(path, entry["sha256"])
+
+
+# ----------------------------------------------------------------------------- the pretrained parameter
+
+@dataclass(frozen=True)
+class ResolvedPretrained:
+    """An estimator's ``pretrained`` resolved for one fit (:func:`resolve_pretrained`).
+
+    Attributes
+    ----------
+    models : tuple of PretrainedLM or None
+        The language model of each direction to fit, forward first (two for a bidirectional fit);
+        ``None`` is a randomly initialised one.
+    tokenizer : Tokenizer
+        The text pipeline the models share (fastai's word rules without a pretrained model).
+    fingerprint : str or None
+        Identifies the weights for ``memory``'s cache: a changed file gives another.
+    """
+
+    models: tuple[PretrainedLM | None, ...]
+    tokenizer: Tokenizer
+    fingerprint: str | None
+
+    @property
+    def bidirectional(self) -> bool:
+        """Whether a backward model is fitted beside the forward one."""
+        return len(self.models) == 2
+
+
+def resolve_pretrained(pretrained: str | Path | None, bidirectional: bool | str = "auto") -> ResolvedPretrained:
+    """Everything a fit needs of ``pretrained``, with the bundled registry read once.
+
+    Parameters
+    ----------
+    pretrained : str, path or None
+        As the estimators take it: see :func:`resolve`.
+    bidirectional : bool or "auto", default="auto"
+        Whether to load a backward model too; ``"auto"`` does so where ``pretrained`` offers one
+        (:func:`has_backward`).
+
+    Returns
+    -------
+    ResolvedPretrained
+
+    Raises
+    ------
+    ValueError
+        If :func:`resolve` refuses ``pretrained`` or a direction asked for, or if the two directions
+        use different tokenizers.
+    """
+    source = _Source.of(pretrained)
+    both = source.offers_backward() if bidirectional == "auto" else bidirectional
+    models = tuple(source.load(backwards) for backwards in ((False, True) if both else (False,)))
+    tokenizer = Tokenizer() if models[0] is None else models[0].tokenizer  # fastai's word rules without a model
+    if any(lm is not None and lm.tokenizer != tokenizer for lm in models[1:]):
+        raise ValueError(f"the forward and backward models of pretrained={pretrained!r} use different "
+                         "tokenizers; a bidirectional classifier needs one text pipeline")
+    return ResolvedPretrained(models, tokenizer, source.fingerprint())
 
 
 def resolve(pretrained: str | Path | None, backwards: bool = False) -> PretrainedLM | None:
@@ -169,27 +225,7 @@ def resolve(pretrained: str | Path | None, backwards: bool = False) -> Pretraine
     and/or backward) loads the direction asked for; any other folder or file goes through
     :func:`skulmfit.fastai_import.load_fastai`.
     """
-    if pretrained is None:
-        return None
-    if isinstance(pretrained, str) and pretrained in _registry():
-        return load_bundled(pretrained, backwards)
-    path = Path(pretrained)
-    if not path.exists():
-        raise ValueError(f"pretrained={pretrained!r} is neither a bundled model {available_models()} "
-                         "nor an existing file or folder")
-    if path.is_file() and _is_skulmfit_file(path):
-        lm = load_weights(path)
-        if lm.backwards != backwards:
-            raise ValueError(f"{path} holds a {'backward' if lm.backwards else 'forward'} model")
-        return lm
-    if path.is_dir():
-        models = _registry(path)
-        if len(models) > 1:
-            raise ValueError(f"{path} holds several skulmfit models {sorted(models)}; pass one weight file")
-        if models:
-            return load_bundled(next(iter(models)), backwards, folder=path)
-    from .fastai_import import load_fastai
-    return load_fastai(path, backwards=backwards)
+    return _Source.of(pretrained).load(backwards)
 
 
 def has_backward(pretrained: str | Path | None) -> bool:
@@ -200,19 +236,74 @@ def has_backward(pretrained: str | Path | None) -> bool:
     ``None``, for a single weight file (one direction) and for anything :func:`resolve` would
     reject, so that ``resolve`` gives the error.
     """
-    if pretrained is None:
-        return False
-    bundled = _registry()
-    if isinstance(pretrained, str) and pretrained in bundled:
-        return "backward" in bundled[pretrained]
-    path = Path(pretrained)
-    if not path.is_dir():
-        return False
-    models = _registry(path)
-    if models:
-        return len(models) == 1 and "backward" in next(iter(models.values()))
-    from .fastai_import import names_a_backward_file
-    return names_a_backward_file(path)
+    return _Source.of(pretrained).offers_backward()
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What ``pretrained`` names, decoded once: nothing (random initialisation), a bundled model, a
+    path that does not exist, a file, a folder of skulmfit model cards (``cards``: one model's;
+    ``ambiguous``: several models), or a folder without cards (fastai weights)."""
+
+    pretrained: str | Path | None
+    kind: str  # "none", "bundled", "missing", "file", "carded", "ambiguous" or "fastai"
+    folder: object = None  # where a bundled or carded model's files are
+    name: str | None = None  # the bundled or carded model's name
+    cards: dict | None = None  # its cards by direction
+    names: tuple[str, ...] = ()  # the bundled models (kind "missing"), or the folder's (kind "ambiguous")
+
+    @classmethod
+    def of(cls, pretrained: str | Path | None) -> _Source:
+        if pretrained is None:
+            return cls(pretrained, "none")
+        bundled = model_cards()
+        if isinstance(pretrained, str) and pretrained in bundled:
+            return cls(pretrained, "bundled", _weights_dir(), pretrained, bundled[pretrained])
+        path = Path(pretrained)
+        if not path.exists():
+            return cls(pretrained, "missing", names=tuple(sorted(bundled)))
+        if not path.is_dir():
+            return cls(pretrained, "file")
+        models = model_cards(path)
+        if len(models) > 1:
+            return cls(pretrained, "ambiguous", names=tuple(sorted(models)))
+        if models:
+            [(name, cards)] = models.items()
+            return cls(pretrained, "carded", path, name, cards)
+        return cls(pretrained, "fastai")
+
+    def offers_backward(self) -> bool:
+        if self.kind in ("bundled", "carded"):
+            return "backward" in self.cards
+        return self.kind == "fastai" and names_a_backward_file(Path(self.pretrained))
+
+    def load(self, backwards: bool) -> PretrainedLM | None:
+        if self.kind == "none":
+            return None
+        if self.kind in ("bundled", "carded"):
+            return _load_carded(self.folder, self.name, self.cards, backwards)
+        path = Path(self.pretrained)
+        if self.kind == "missing":
+            raise ValueError(f"pretrained={self.pretrained!r} is neither a bundled model {list(self.names)} "
+                             "nor an existing file or folder")
+        if self.kind == "ambiguous":
+            raise ValueError(f"{path} holds several skulmfit models {list(self.names)}; pass one weight file")
+        if self.kind == "file" and _is_skulmfit_file(path):
+            lm = load_weights(path)
+            if lm.backwards != backwards:
+                raise ValueError(f"{path} holds a {'backward' if lm.backwards else 'forward'} model")
+            return lm
+        return load_fastai(path, backwards=backwards)
+
+    def fingerprint(self) -> str | None:
+        """A bundled model's cards (their checksums), or the paths, sizes and times of the files."""
+        if self.kind == "none":
+            return None
+        if self.kind == "bundled":
+            return str(self.cards)
+        path = Path(self.pretrained)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
+        return str([(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
 
 
 def _is_skulmfit_file(path: Path) -> bool:
@@ -229,31 +320,3 @@ def _torch_load(path: Path, **kwargs):
     from torch.torch_version import TorchVersion
     with torch.serialization.safe_globals([TorchVersion]):
         return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
-
-
-# ----------------------------------------------------------------------------- vocabulary transfer
-
-def match_embeddings(state_dict: dict[str, torch.Tensor], old_itos: list[str],
-                     new_itos: list[str]) -> dict[str, torch.Tensor]:
-    """Re-indexes the embedding and decoder bias from ``old_itos`` to ``new_itos``.
-
-    Tokens the pretrained vocabulary lacks start from the mean embedding row and the mean
-    decoder bias (ULMFiT / fastai ``match_embeds``). Returns a new state dict with the tied
-    copies pointing at the same new matrix.
-    """
-    old_index = {token: i for i, token in enumerate(old_itos)}
-    rows = torch.tensor([old_index.get(t, -1) for t in new_itos])
-    known = rows >= 0
-    old_emb = state_dict["0.encoder.weight"]
-    new_emb = old_emb.mean(0, keepdim=True).repeat(len(new_itos), 1)
-    new_emb[known] = old_emb[rows[known]]
-    result = dict(state_dict)
-    for key in ("0.encoder.weight",) + TIED_KEYS:
-        if key in result:
-            result[key] = new_emb
-    if "1.decoder.bias" in result:
-        old_bias = state_dict["1.decoder.bias"]
-        new_bias = old_bias.mean().repeat(len(new_itos))
-        new_bias[known] = old_bias[rows[known]]
-        result["1.decoder.bias"] = new_bias
-    return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -107,8 +108,8 @@ def lm_train_step(model: LanguageModel, optimizer: torch.optim.Optimizer, x: tor
 
 def fine_tune_language_model(model: LanguageModel, docs: Sequence[np.ndarray], *, epochs: int, lr: float,
                              batch_size: int = 64, bptt: int = 70, device: torch.device | str = "cpu",
-                             rng: np.random.Generator | None = None, reverse: bool = False,
-                             discriminative: bool = True, stlr: bool = True,
+                             rng: np.random.Generator | None = None, backwards: bool = False,
+                             discriminative_lr: bool = True, slanted_triangular: bool = True,
                              cut_frac: float = 0.1, ratio: float = 32.0, weight_decay: float = 0.01,
                              bf16: bool = False, sampled_softmax: int = 0,
                              progress: SilentProgress | None = None) -> list[float]:
@@ -140,18 +141,18 @@ def fine_tune_language_model(model: LanguageModel, docs: Sequence[np.ndarray], *
         sampled = SampledSoftmax(np.bincount(np.concatenate(docs), minlength=vocab_size), sampled_softmax)
 
     groups = model.layer_groups()
-    lrs = discriminative_lrs(lr, len(groups)) if discriminative else [lr] * len(groups)
+    lrs = discriminative_lrs(lr, len(groups)) if discriminative_lr else [lr] * len(groups)
     optimizer = make_optimizer(groups, lrs, weight_decay)
     freeze_to(groups, len(groups))
     model.to(device).train()
     epoch_losses, step = [], 0
     progress.start("LM fine-tuning", total_steps)
     for lengths in epoch_lengths:
-        rows = lm_rows(lm_stream(docs, reverse, rng), rows_per_batch)
+        rows = lm_rows(lm_stream(docs, backwards, rng), rows_per_batch)
         state, losses = None, []
         for x, y in lm_batches(rows, lengths):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if stlr:
+            if slanted_triangular:
                 set_stlr(optimizer, step, total_steps, cut_frac, ratio, scale=x.size(1) / bptt)
             try:
                 loss, state = lm_train_step(model, optimizer, x, y, state, bf16=bf16, sampled=sampled)
@@ -185,10 +186,10 @@ def evaluate_language_model(model: LanguageModel, stream: np.ndarray, *, batch_s
 
 def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.ndarray, *, epochs: int, lr: float,
                      batch_size: int = 64, device: torch.device | str = "cpu",
-                     rng: np.random.Generator | None = None, reverse: bool = False,
+                     rng: np.random.Generator | None = None, backwards: bool = False,
                      class_weight: np.ndarray | None = None, sample_weight: np.ndarray | None = None,
-                     gradual_unfreezing: bool = True,
-                     discriminative: bool = True, stlr: bool = True, cut_frac: float = 0.1, ratio: float = 32.0,
+                     gradual_unfreezing: bool = True, discriminative_lr: bool = True,
+                     slanted_triangular: bool = True, cut_frac: float = 0.1, ratio: float = 32.0,
                      weight_decay: float = 0.01, bf16: bool = False,
                      validation: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
                      n_iter_no_change: int | None = None, loss: str = "cross_entropy",
@@ -211,7 +212,7 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
     groups = model.layer_groups()
     n_groups = len(groups)
     stages = unfreezing_stages(n_groups, epochs) if gradual_unfreezing else [(n_groups, n_groups - 1 + epochs)]
-    lrs = discriminative_lrs(lr, n_groups) if discriminative else [lr] * n_groups
+    lrs = discriminative_lrs(lr, n_groups) if discriminative_lr else [lr] * n_groups
     optimizer = make_optimizer(groups, lrs, weight_decay)
     class_weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
     sample_weight = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
@@ -239,8 +240,8 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
             progress.start(label, len(batches))
             losses = []
             for indices in batches:
-                ids, doc_lengths = pad_batch(docs, indices, reverse)
-                if stlr:
+                ids, doc_lengths = pad_batch(docs, indices, backwards)
+                if slanted_triangular:
                     set_stlr(optimizer, step, total_steps, cut_frac, ratio)
                 with autocast(device, bf16):
                     logits = model(ids.to(device), doc_lengths.to(device))
@@ -257,7 +258,7 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
             record = {"trainable_groups": n_trainable, "loss": float(np.mean(losses))}
             if validation is not None:
                 scores = predict_logits(model, validation[0], batch_size=batch_size, device=device,
-                                        reverse=reverse, bf16=bf16)
+                                        backwards=backwards, bf16=bf16)
                 metric, score = _validation_score(scores, np.asarray(validation[1]), loss_name)
                 record[metric] = score
                 if score > best_score:
@@ -352,22 +353,32 @@ def inference_batches(lengths: np.ndarray, max_tokens: int, max_len: int, max_ro
 
 
 def _classifier_outputs(model: TextClassifier, docs: Sequence[np.ndarray], *, pooled: bool, batch_size: int,
-                        device: torch.device | str, reverse: bool, bf16: bool) -> np.ndarray:
+                        device: torch.device | str, backwards: bool, bf16: bool) -> np.ndarray:
     device = torch.device(device)
-    if model.training or not _on_device(model, device):  # a fitted estimator's models need neither
-        model.to(device).eval()
+    _ready_for_prediction(model, device)
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
-    width = model.config.emb_size * 3 if pooled else model[1].layers[-1].out_features
+    width = model.config.emb_size * 3 if pooled else model.n_classes
     result = np.empty((len(docs), width), dtype=np.float32)
     max_tokens = batch_size * min(model.max_len, 400)
     with torch.inference_mode(), autocast(device, bf16):
         batches = inference_batches(lengths, max_tokens, model.max_len, min_rows=max(batch_size, INFERENCE_MIN_ROWS))
         for indices in batches:
-            ids, doc_lengths = pad_batch(docs, indices, reverse)
+            ids, doc_lengths = pad_batch(docs, indices, backwards)
             ids, doc_lengths = ids.to(device), doc_lengths.to(device)
             out = model.pool(ids, doc_lengths) if pooled else model(ids, doc_lengths)
             result[indices] = out.float().cpu().numpy()
     return result
+
+
+_MODEL_MOVE_LOCK = threading.Lock()
+
+
+def _ready_for_prediction(model: TextClassifier, device: torch.device) -> None:
+    """Puts the model in eval mode on ``device``, the first time only and under a lock: prediction
+    itself never changes a module, so threads may then predict with one fitted model at once."""
+    with _MODEL_MOVE_LOCK:
+        if model.training or not _on_device(model, device):
+            model.to(device).eval()
 
 
 def _on_device(model: torch.nn.Module, device: torch.device) -> bool:
@@ -377,14 +388,14 @@ def _on_device(model: torch.nn.Module, device: torch.device) -> bool:
 
 
 def predict_logits(model: TextClassifier, docs: Sequence[np.ndarray], *, batch_size: int = 64,
-                   device: torch.device | str = "cpu", reverse: bool = False, bf16: bool = False) -> np.ndarray:
+                   device: torch.device | str = "cpu", backwards: bool = False, bf16: bool = False) -> np.ndarray:
     """Class logits ``(n_docs, n_classes)`` in the order of ``docs``."""
     return _classifier_outputs(model, docs, pooled=False, batch_size=batch_size, device=device,
-                               reverse=reverse, bf16=bf16)
+                               backwards=backwards, bf16=bf16)
 
 
 def pooled_features(model: TextClassifier, docs: Sequence[np.ndarray], *, batch_size: int = 64,
-                    device: torch.device | str = "cpu", reverse: bool = False, bf16: bool = False) -> np.ndarray:
+                    device: torch.device | str = "cpu", backwards: bool = False, bf16: bool = False) -> np.ndarray:
     """Concat-pooled document embeddings ``(n_docs, 3 * emb_size)`` in the order of ``docs``."""
     return _classifier_outputs(model, docs, pooled=True, batch_size=batch_size, device=device,
-                               reverse=reverse, bf16=bf16)
+                               backwards=backwards, bf16=bf16)

@@ -19,7 +19,8 @@ from .tokenizer import BOS, PAD, SPECIAL_TOKENS, UNK
 
 _FILLER = "xxfake"
 _PAD_TO = 8
-_UNK_ID, _PAD_ID, _BOS_ID = (SPECIAL_TOKENS.index(t) for t in (UNK, PAD, BOS))
+_UNK_ID, _BOS_ID = (SPECIAL_TOKENS.index(t) for t in (UNK, BOS))
+PAD_ID = SPECIAL_TOKENS.index(PAD)  #: the id of ``xxpad`` in every vocabulary (1, as in fastai)
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -264,7 +265,7 @@ class Vocab:
     @property
     def pad_id(self) -> int:
         """Id of ``xxpad`` (1)."""
-        return _PAD_ID
+        return PAD_ID
 
     @property
     def bos_id(self) -> int:

@@ -26,8 +26,8 @@ def test_lm_stream_concatenates_in_order():
     assert stream.tolist() == [2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
-def test_lm_stream_reverse_flips_documents_and_order():
-    stream = lm_stream(toy_docs(), reverse=True)
+def test_lm_stream_backwards_flips_documents_and_order():
+    stream = lm_stream(toy_docs(), backwards=True)
     assert stream.tolist() == [10, 9, 8, 7, 6, 5, 4, 3, 2]
     # Writable, independent copy.
     stream[0] = 99
@@ -50,7 +50,7 @@ def test_lm_stream_shuffled_is_a_permutation_of_whole_documents():
     assert pieces != list(range(8))  # actually shuffled for this seed
     same = lm_stream(docs, rng=np.random.default_rng(0))
     assert np.array_equal(stream, same)
-    rev = lm_stream(docs, reverse=True, rng=np.random.default_rng(0))
+    rev = lm_stream(docs, backwards=True, rng=np.random.default_rng(0))
     assert np.array_equal(rev, stream[::-1])
 
 
@@ -215,9 +215,9 @@ def test_pad_batch_right_pads_with_pad_id():
     assert ids.tolist() == [[7, 8, 9, 10], [2, 3, 4, PAD_ID], [5, 6, PAD_ID, PAD_ID]]
 
 
-def test_pad_batch_reverse_flips_each_document():
+def test_pad_batch_backwards_flips_each_document():
     docs = toy_docs()
-    ids, lengths = pad_batch(docs, np.array([2, 0, 1]), reverse=True)
+    ids, lengths = pad_batch(docs, np.array([2, 0, 1]), backwards=True)
     assert lengths.tolist() == [4, 3, 2]
     assert ids.tolist() == [[10, 9, 8, 7], [4, 3, 2, PAD_ID], [6, 5, PAD_ID, PAD_ID]]
     assert docs[0].tolist() == [2, 3, 4]  # inputs untouched

@@ -4,29 +4,39 @@ import sys
 from pathlib import Path
 
 import pytest
+from sklearn.base import clone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 tune_defaults = pytest.importorskip("tune_defaults")
 fit_time = pytest.importorskip("fit_time")
 
-import skulmfit.estimator  # noqa: E402
+import skulmfit.engine  # noqa: E402
+from skulmfit import ULMFiTClassifier  # noqa: E402
 
 
-def test_tune_defaults_sets_engine_constants_and_refuses_other_names(monkeypatch):
-    monkeypatch.setattr(skulmfit.estimator, "LM_SAMPLED_SOFTMAX", skulmfit.estimator.LM_SAMPLED_SOFTMAX)
-    monkeypatch.setattr(skulmfit.estimator, "LM_DROP_SCALE", skulmfit.estimator.LM_DROP_SCALE)
-    assert tune_defaults.set_engine_constants(["LM_SAMPLED_SOFTMAX=0", "LM_DROP_SCALE=0.6"]) == {
-        "LM_SAMPLED_SOFTMAX": 0, "LM_DROP_SCALE": 0.6}
-    assert skulmfit.estimator.LM_SAMPLED_SOFTMAX == 0 and skulmfit.estimator.LM_DROP_SCALE == 0.6
-    for wrong in ["NOT_A_CONSTANT=1", "lm_epochs=3", "np=1"]:
+def test_tune_defaults_builds_a_classifier_of_other_engine_settings_and_refuses_other_names():
+    engine = tune_defaults.engine_settings(["LM_SAMPLED_SOFTMAX=0", "LM_DROP_SCALE=0.6"])
+    assert engine == {"LM_SAMPLED_SOFTMAX": 0, "LM_DROP_SCALE": 0.6}  # as the records keep them
+    arm = tune_defaults.engine_classifier(engine)
+    assert issubclass(arm, ULMFiTClassifier)
+    assert arm.lm_engine_choices == {"sampled_softmax": 0, "drop_scale": 0.6}  # fields of LMFineTuning
+    model = arm(lm_epochs=3)
+    assert clone(model).lm_engine_choices == arm.lm_engine_choices and model.get_params()["lm_epochs"] == 3
+    # nothing is patched: the engine's defaults and the public estimator are as they were
+    assert skulmfit.engine.LM_SAMPLED_SOFTMAX == 1024 and skulmfit.engine.LM_DROP_SCALE == 2.0
+    assert ULMFiTClassifier.lm_engine_choices == {}
+    assert tune_defaults.engine_classifier({}) is ULMFiTClassifier
+    for wrong in ["NOT_A_CONSTANT=1", "lm_epochs=3", "np=1", "RANDOM_INIT_SIZES={}"]:
         with pytest.raises(SystemExit, match="not an engine constant"):
-            tune_defaults.set_engine_constants([wrong])
+            tune_defaults.engine_settings([wrong])
 
 
 def test_fit_time_engine_arms():
     assert fit_time.engine_arm("default") == {}
     assert fit_time.engine_arm("LM_SAMPLED_SOFTMAX=0,LM_DROP_SCALE=0.6") == {"LM_SAMPLED_SOFTMAX": 0,
                                                                             "LM_DROP_SCALE": 0.6}
+    with pytest.raises(SystemExit, match="not an engine constant"):
+        fit_time.engine_arm("LM_SAMPLED_SOFTMAXX=0")
 
 
 def test_fit_time_parameter_arms():

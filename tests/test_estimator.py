@@ -1,4 +1,5 @@
-"""Tests of the scikit-learn estimator (skulmfit/estimator.py).
+"""Tests of the scikit-learn estimators (skulmfit/estimator.py) and the engine that fits them
+(skulmfit/engine.py).
 
 Every fit uses the tiny weight files of ``conftest.py`` (an 8-dimensional AWD-LSTM) and one
 epoch of each stage, so a fit takes a fraction of a second; the bundled model is never used.
@@ -34,10 +35,13 @@ from sklearn.utils.estimator_checks import (
 from sklearn.utils.validation import check_is_fitted
 
 import skulmfit
+import skulmfit.engine as engine_module
 import skulmfit.estimator as estimator_module
+import skulmfit.persistence as persistence_module
 from skulmfit import ULMFiTClassifier
+from skulmfit.environment import resolve_precision, torch_threads
 from skulmfit.estimator import _check_texts
-from skulmfit.training import cpu_computes_bf16
+from skulmfit.training import NonFiniteLossError, cpu_computes_bf16
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,19 +74,19 @@ def no_training(monkeypatch):
     """Fails the test if fit gets as far as fine-tuning or classifier training."""
     def forbidden(*args, **kwargs):
         raise AssertionError("training started although the input is invalid")
-    monkeypatch.setattr(estimator_module, "fine_tune_encoder", forbidden)
-    monkeypatch.setattr(estimator_module, "train_classifier", forbidden)
+    monkeypatch.setattr(engine_module, "fine_tune_encoder", forbidden)
+    monkeypatch.setattr(engine_module, "train_classifier", forbidden)
 
 
 def spy(monkeypatch, name):
-    """Replaces ``skulmfit.estimator.<name>`` by a wrapper recording each call's arguments."""
-    original = getattr(estimator_module, name)
+    """Replaces ``skulmfit.engine.<name>`` (what fit calls) by a wrapper recording each call's arguments."""
+    original = getattr(engine_module, name)
     calls = []
 
     def wrapper(*args, **kwargs):
         calls.append((args, kwargs))
         return original(*args, **kwargs)
-    monkeypatch.setattr(estimator_module, name, wrapper)
+    monkeypatch.setattr(engine_module, name, wrapper)
     return calls
 
 
@@ -260,17 +264,17 @@ def test_bidirectional_without_pretrained_weights(binary_task):
     # fp32: the references below are computed in fp32, and bf16 rounding would blur the comparison
     clf = ULMFiTClassifier(pretrained=None, **{**TINY, "bidirectional": True, "precision": "fp32"}).fit(texts, y)
     assert len(clf.models_) == len(clf.vocab_) == len(clf.history_) == 2
-    emb = estimator_module.RANDOM_INIT_SIZES["emb_size"]
+    emb = engine_module.RANDOM_INIT_SIZES["emb_size"]
     features = clf.transform(texts[:5])
     assert features.shape == (5, 6 * emb) and features.dtype == np.float32
     # forward features first, then the backward model's, which reads the documents reversed
     tokens = tokenize_many(texts)
     directions = list(zip(clf.models_, clf.vocab_, (False, True)))
-    per_direction = [pooled_features(m, v.numericalize_many(tokens[:5]), reverse=r) for m, v, r in directions]
+    per_direction = [pooled_features(m, v.numericalize_many(tokens[:5]), backwards=b) for m, v, b in directions]
     np.testing.assert_allclose(features, np.concatenate(per_direction, axis=1), rtol=1e-5, atol=1e-6)
     # probabilities are the mean of the two directions'
-    proba = [torch.softmax(torch.from_numpy(predict_logits(m, v.numericalize_many(tokens), reverse=r)), 1).numpy()
-             for m, v, r in directions]
+    proba = [torch.softmax(torch.from_numpy(predict_logits(m, v.numericalize_many(tokens), backwards=b)), 1).numpy()
+             for m, v, b in directions]
     assert not np.allclose(proba[0], proba[1])
     np.testing.assert_allclose(clf.predict_proba(texts), (proba[0] + proba[1]) / 2, rtol=1e-5, atol=1e-6)
 
@@ -294,7 +298,7 @@ def test_a_failure_in_either_process_leaves_the_fitted_model_as_it_was(binary_ta
     texts, y = binary_task
     clf = ULMFiTClassifier(pretrained=None, **TINY, bidirectional=True, n_jobs=2).fit(texts, y)
     before = clf.predict_proba(texts)
-    with pytest.raises(estimator_module.NonFiniteLossError, match="left the estimator as it was"):
+    with pytest.raises(NonFiniteLossError, match="left the estimator as it was"):
         clf.set_params(lr=1e38, lm_lr=1e38).fit(texts, y)
     np.testing.assert_array_equal(clf.predict_proba(texts), before)
     # the worker was stopped with the failed fit; the next fit starts a new one
@@ -306,19 +310,21 @@ def test_a_failure_in_the_backward_process_reaches_the_caller(tiny_weights, tiny
                                                              monkeypatch):
     """Only the backward model (fitted in the worker) has non-finite weights: its error is raised by
     fit as if it had been fitted here, and the forward model's success does not leave a half fit."""
+    from dataclasses import replace
+
     from skulmfit.model import AWDLSTMConfig, LanguageModel
-    from skulmfit.pretrained import save_weights
+    from skulmfit.pretrained import resolve, resolve_pretrained, save_weights
     model = LanguageModel(AWDLSTMConfig(vocab_size=len(tiny_itos), emb_size=8, hidden_size=16, n_layers=2))
     with torch.no_grad():
         for weight in model.parameters():
             weight.fill_(float("nan"))
     broken = tmp_path / "broken.bwd.pt"
     save_weights(broken, model, tiny_itos, backwards=True, card={"name": "broken"})
-    resolve = estimator_module.resolve
-    monkeypatch.setattr(estimator_module, "resolve", lambda pretrained, backwards=False: resolve(
-        str(broken) if backwards else pretrained, backwards=backwards))
+    forward = resolve_pretrained(tiny_weights, bidirectional=False)
+    monkeypatch.setattr(estimator_module, "resolve_pretrained", lambda pretrained, bidirectional: replace(
+        forward, models=(*forward.models, resolve(broken, backwards=True))))
     clf = make(tiny_weights, bidirectional=True, n_jobs=2)
-    with pytest.raises(estimator_module.NonFiniteLossError, match="non-finite pretrained weights"):
+    with pytest.raises(NonFiniteLossError, match="non-finite pretrained weights"):
         clf.fit(*binary_task)
     assert not hasattr(clf, "models_")
 
@@ -333,7 +339,7 @@ def test_a_failure_in_the_backward_process_reaches_the_caller(tiny_weights, tiny
 ])
 def test_when_the_two_directions_run_in_two_processes(n_jobs, threads, device, parallel):
     clf = ULMFiTClassifier(n_jobs=n_jobs)
-    with estimator_module._torch_threads(threads):
+    with torch_threads(threads):
         assert clf._parallel_directions(torch.device(device), n_directions=2) is parallel
         assert clf._parallel_directions(torch.device(device), n_directions=1) is False
 
@@ -499,7 +505,7 @@ def test_a_model_pickled_before_n_jobs_and_auto_directions_loads_with_their_defa
 def test_loading_with_another_version_warns(fitted, three_class_task, monkeypatch, package):
     blob = pickle.dumps(fitted)
     if package == "skulmfit":
-        monkeypatch.setattr(estimator_module, "__version__", "0.0.1")
+        monkeypatch.setattr(persistence_module, "__version__", "0.0.1")
     else:
         monkeypatch.setattr(torch, "__version__", "1.0.0")
     with pytest.warns(UserWarning, match=rf"saved with {package} .* loaded with {package} "):
@@ -690,18 +696,27 @@ def test_unlabeled_texts_feed_language_model_fine_tuning(tiny_weights, binary_ta
     assert len(clf.history_[0]) == len(without.history_[0])  # the classifier saw the labelled texts only
 
 
+class SampledSoftmax8(ULMFiTClassifier):
+    """Another engine choice, as benchmarks/tune_defaults.py --engine LM_SAMPLED_SOFTMAX=8 makes one."""
+
+    lm_engine_choices = {"sampled_softmax": 8}
+
+
 def test_language_model_fine_tuning_uses_the_sampled_softmax_and_its_size_keys_the_cache(
         tiny_weights, binary_task, tmp_path, monkeypatch):
     texts, y = binary_task
     calls = spy(monkeypatch, "fine_tune_language_model")
     clf = make(tiny_weights, memory=str(tmp_path))
     clf.fit(texts, y)
-    assert calls[0][1]["sampled_softmax"] == estimator_module.LM_SAMPLED_SOFTMAX == 1024
+    assert calls[0][1]["sampled_softmax"] == engine_module.LM_SAMPLED_SOFTMAX == 1024
     clf.fit(texts, y)
     assert len(calls) == 1
-    monkeypatch.setattr(estimator_module, "LM_SAMPLED_SOFTMAX", 8)  # a language model of another loss
-    clf.fit(texts, y)
+    other = SampledSoftmax8(**clf.get_params()).fit(texts, y)  # a language model of another loss
     assert len(calls) == 2 and calls[1][1]["sampled_softmax"] == 8
+    SampledSoftmax8(**clf.get_params()).fit(texts, y)  # the same choice again: cache hit
+    assert len(calls) == 2
+    assert engine_module.LM_SAMPLED_SOFTMAX == 1024 and ULMFiTClassifier.lm_engine_choices == {}
+    np.testing.assert_array_equal(clone(other).fit(texts, y).predict_proba(texts), other.predict_proba(texts))
 
 
 def test_labelled_texts_among_the_unlabelled_are_read_once_and_share_one_cached_lm(
@@ -770,24 +785,25 @@ def test_auto_precision_uses_bf16_only_on_cpus_that_compute_it(monkeypatch, avx5
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     cpu = torch.device("cpu")
-    assert estimator_module._use_bf16("auto", cpu) is expected
-    assert estimator_module._use_bf16("fp32", cpu) is False
+    native = "bf16" if expected else "fp32"
+    assert resolve_precision("auto", cpu) == native
+    assert resolve_precision("fp32", cpu) == "fp32"
     if expected:
-        assert estimator_module._use_bf16("bf16", cpu) is True
+        assert resolve_precision("bf16", cpu) == "bf16"
     else:
         with pytest.raises(ValueError, match="neither AVX512-BF16 nor AMX.*precision='auto'.*precision='fp32'"):
-            estimator_module._use_bf16("bf16", cpu)
+            resolve_precision("bf16", cpu)
 
 
 def test_auto_precision_is_fp32_when_torch_cannot_tell(monkeypatch):
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
-    assert estimator_module._use_bf16("auto", torch.device("cpu")) is False
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
 
 
 def test_explicit_bf16_on_a_cpu_without_it_is_refused_before_any_work(monkeypatch, binary_task):
     without_native_bf16(monkeypatch)
-    monkeypatch.setattr(estimator_module, "fine_tune_encoder", lambda *a, **k: pytest.fail("fit started"))
+    monkeypatch.setattr(engine_module, "fine_tune_encoder", lambda *a, **k: pytest.fail("fit started"))
     with pytest.raises(ValueError, match="precision='bf16': this CPU has neither AVX512-BF16 nor AMX"):
         ULMFiTClassifier(pretrained=None, **{**TINY, "precision": "bf16"}).fit(*binary_task)
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from skulmfit.fastai_import import download_wt103, load_fastai
+from skulmfit.lm_weights import PretrainedLM, match_embeddings
 from skulmfit.model import AWDLSTMConfig
-from skulmfit.pretrained import PretrainedLM, match_embeddings, resolve
+from skulmfit.pretrained import resolve
 from skulmfit.tokenizer import SPECIAL_TOKENS
 
 V, E, H, N = 20, 8, 12, 3

@@ -1,6 +1,8 @@
-"""Tests of the pretrained weight files, the bundled-model registry and vocabulary transfer
-(skulmfit/pretrained.py, and target_vocab in skulmfit/estimator.py)."""
+"""Tests of the pretrained weight files, the bundled-model registry, what ``pretrained=`` resolves to
+and vocabulary transfer (skulmfit/pretrained.py, skulmfit/lm_weights.py, and target_vocab in
+skulmfit/engine.py)."""
 import json
+import os
 import time
 
 import numpy as np
@@ -9,21 +11,21 @@ import torch
 
 import skulmfit.pretrained as pretrained_module
 from skulmfit import ULMFiTClassifier, available_models
-from skulmfit.estimator import target_vocab
+from skulmfit.engine import target_vocab
+from skulmfit.lm_weights import TIED_KEYS, PretrainedLM, match_embeddings
 from skulmfit.model import AWDLSTMConfig, LanguageModel
 from skulmfit.pretrained import (
     DEFAULT_MODEL,
     FORMAT,
-    TIED_KEYS,
-    PretrainedLM,
     has_backward,
     load_bundled,
     load_weights,
-    match_embeddings,
     resolve,
+    resolve_pretrained,
     save_weights,
     sha256,
 )
+from skulmfit.text import Tokenizer
 from skulmfit.tokenizer import SPECIAL_TOKENS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -316,6 +318,38 @@ def test_auto_fits_both_directions_where_the_model_has_them(registry_dir, tiny_w
     assert not forward.bidirectional_ and len(forward.models_) == 1
     assert not ULMFiTClassifier(None, **tiny).fit(texts, y).bidirectional_
     assert not ULMFiTClassifier("tiny", **tiny, bidirectional=False).fit(texts, y).bidirectional_
+
+
+def test_resolve_pretrained_reads_the_registry_once_and_agrees_with_resolve(registry_dir, tiny_weights, monkeypatch):
+    scans = []
+    model_cards = pretrained_module.model_cards
+    monkeypatch.setattr(pretrained_module, "model_cards", lambda *folder: scans.append(folder) or model_cards(*folder))
+    both = resolve_pretrained("tiny")
+    assert len(scans) == 1 and both.bidirectional
+    assert [lm.backwards for lm in both.models] == [False, True]
+    assert both.tokenizer == resolve("tiny").tokenizer
+    assert both.fingerprint == resolve_pretrained("tiny", bidirectional=True).fingerprint  # the cards
+    assert resolve_pretrained("tiny", bidirectional=False).models[0].backwards is False
+    scans.clear()
+    folder = resolve_pretrained(registry_dir)  # a skulmfit.pretrain folder: the bundled cards, then its own
+    assert len(scans) == 2 and folder.bidirectional
+    single = resolve_pretrained(tiny_weights)
+    assert not single.bidirectional and single.models[0].itos == resolve(tiny_weights).itos
+    assert single.fingerprint != folder.fingerprint
+    random = resolve_pretrained(None, bidirectional=True)
+    assert random.models == (None, None) and random.tokenizer == Tokenizer() and random.fingerprint is None
+    assert resolve_pretrained(None).models == (None,)
+    with pytest.raises(ValueError, match="holds a forward model"):
+        resolve_pretrained(tiny_weights, bidirectional=True)
+
+
+def test_a_changed_weight_file_changes_the_fingerprint(tmp_path, tiny_weights):
+    copy = tmp_path / "copy.fwd.pt"
+    copy.write_bytes(tiny_weights.read_bytes())
+    before = resolve_pretrained(copy).fingerprint
+    modified = copy.stat().st_mtime_ns + 10**9
+    os.utime(copy, ns=(modified, modified))  # rewritten, as a new pretraining checkpoint would be
+    assert resolve_pretrained(copy).fingerprint != before
 
 
 def test_no_weights_folder_means_no_models(tmp_path, monkeypatch):

@@ -84,7 +84,7 @@ def test_fine_tune_language_model_lowers_loss_and_perplexity():
     assert math.isfinite(before)
     assert before == pytest.approx(math.log(50), abs=0.3)  # untrained: near uniform
     losses = fine_tune_language_model(lm, docs, epochs=5, lr=3e-2, batch_size=8, bptt=20,
-                                      rng=np.random.default_rng(1), discriminative=False)
+                                      rng=np.random.default_rng(1), discriminative_lr=False)
     assert len(losses) == 5 and all(math.isfinite(x) for x in losses)
     assert all(a > b for a, b in zip(losses, losses[1:])), losses
     assert losses[-1] < losses[0] - 1.0
@@ -95,12 +95,12 @@ def test_fine_tune_language_model_lowers_loss_and_perplexity():
     assert lm[1].decoder.weight is lm[0].encoder.weight
 
 
-def test_fine_tune_language_model_default_discriminative_and_reverse():
+def test_fine_tune_language_model_default_discriminative_and_backwards():
     docs, valid = pattern_corpus(seed=1, n_docs=30)
     lm = tiny_lm(seed=1)
     before = evaluate_language_model(lm, valid[::-1].copy(), batch_size=8, bptt=20)
     progress = Snapshots(lm)
-    losses = fine_tune_language_model(lm, docs, epochs=3, lr=3e-2, batch_size=8, bptt=20, reverse=True,
+    losses = fine_tune_language_model(lm, docs, epochs=3, lr=3e-2, batch_size=8, bptt=20, backwards=True,
                                       rng=np.random.default_rng(2), progress=progress)
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert len(progress.stages) == 1 and progress.stages[0][1] > 3
@@ -115,7 +115,7 @@ def test_fine_tune_language_model_on_a_sampled_softmax_learns_the_full_distribut
     def fine_tune(sampled_softmax):
         lm = tiny_lm()
         torch.manual_seed(3)
-        losses = fine_tune_language_model(lm, docs, epochs=5, lr=3e-2, batch_size=8, bptt=20, discriminative=False,
+        losses = fine_tune_language_model(lm, docs, epochs=5, lr=3e-2, batch_size=8, bptt=20, discriminative_lr=False,
                                           rng=np.random.default_rng(1), sampled_softmax=sampled_softmax)
         return lm, losses
 
@@ -199,9 +199,9 @@ def test_train_classifier_when_one_document_is_left_over(n_docs, batch_size, mon
     seen = []
     real_pad_batch = training.pad_batch
 
-    def recording_pad_batch(docs, indices, reverse=False):
+    def recording_pad_batch(docs, indices, backwards=False):
         seen.append(np.asarray(indices).copy())
-        return real_pad_batch(docs, indices, reverse)
+        return real_pad_batch(docs, indices, backwards)
 
     monkeypatch.setattr(training, "pad_batch", recording_pad_batch)
     docs, y = toy_task(n_docs, seed=4)
@@ -297,10 +297,10 @@ def test_predict_logits_in_input_order():
     assert len({tuple(np.round(r, 4)) for r in got}) > 30  # rows really differ
 
 
-def test_predict_logits_reverse_reads_documents_backwards():
+def test_predict_logits_backwards_reads_documents_from_their_ends():
     model = small_classifier(bptt=7, max_len=20).eval()
     docs = _random_docs(12, seed=1)
-    backwards = predict_logits(model, docs, batch_size=4, reverse=True)
+    backwards = predict_logits(model, docs, batch_size=4, backwards=True)
     flipped = predict_logits(model, [d[::-1].copy() for d in docs], batch_size=4)
     np.testing.assert_allclose(backwards, flipped, atol=1e-6)
     assert not np.allclose(backwards, predict_logits(model, docs, batch_size=4), atol=1e-4)
@@ -355,7 +355,7 @@ def test_end_to_end_toy_task_learned_from_scratch():
     model = small_classifier(seed=0)
     torch.manual_seed(0)
     history = train_classifier(model, train_docs, train_y, epochs=15, lr=3e-2, batch_size=16,
-                               discriminative=False, rng=np.random.default_rng(0))
+                               discriminative_lr=False, rng=np.random.default_rng(0))
     assert len(history) == 3 + 15
     assert history[-1]["loss"] < history[0]["loss"]
     accuracy = np.mean(predict_logits(model, test_docs).argmax(1) == test_y)
