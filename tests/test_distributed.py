@@ -20,6 +20,9 @@ def client():
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                        dashboard_address=None, silence_logs=50)
     with cluster, distributed.Client(cluster) as client:
+        # A busy machine may start the second worker late; scatter(broadcast=True) reaches only the
+        # workers the scheduler knows.
+        client.wait_for_workers(2, timeout=120)
         yield client
 
 
