@@ -17,12 +17,14 @@ TINY = dict(lm_epochs=1, epochs=1, batch_size=8, bptt=10, max_len=50, random_sta
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None, silence_logs=50)
+    import dask
+    # The active memory manager trims replicas a few seconds after their tasks ran: on a busy
+    # machine it removed the broadcast model from one worker before the test could see it there.
+    with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                           dashboard_address=None, silence_logs=50)
     with cluster, distributed.Client(cluster) as client:
-        # A busy machine may start the second worker late; scatter(broadcast=True) reaches only the
-        # workers the scheduler knows.
-        client.wait_for_workers(2, timeout=120)
+        client.wait_for_workers(2, timeout=120)  # scatter(broadcast=True) reaches the workers known then
         yield client
 
 
