@@ -498,6 +498,22 @@ def frozen_features(work: Path, model: str, texts: list[str], dataset: str) -> n
     return pooled @ state["weight"].float().numpy().T + state["bias"].float().numpy()
 
 
+def table(records: Path) -> str:
+    """The probe's records as a markdown table: mean ± standard deviation over seeds, per model."""
+    import collections
+    runs = collections.defaultdict(list)
+    for line in records.read_text().splitlines():
+        record = json.loads(line)
+        runs[(Path(record["model"]).name, record["dataset"], record["labels"])].append(100 * record["accuracy"])
+    models = list(dict.fromkeys(model for model, _, _ in runs))
+    columns = sorted({(dataset, labels) for _, dataset, labels in runs}, key=lambda c: (PROBE_SETS.index(c[0]), c[1]))
+    lines = ["| features | " + " | ".join(f"{d} {n}" for d, n in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for model in models:
+        cells = [f"{np.mean(v):.1f} ± {np.std(v):.1f}" if (v := runs.get((model, *c))) else "-" for c in columns]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -535,6 +551,9 @@ def main(argv: list[str] | None = None) -> None:
     probing.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     probing.add_argument("--threads", type=int, default=None)
     probing.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "distill_probe.jsonl")
+    tabulating = commands.add_parser("table", help="the probe's records as a markdown table")
+    tabulating.add_argument("records", type=Path, nargs="?",
+                            default=Path(__file__).parent / "results" / "distill_probe.jsonl")
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
         import torch
@@ -547,8 +566,10 @@ def main(argv: list[str] | None = None) -> None:
         train(args.work, args.out, name=args.name, teacher=args.teacher, init=args.init, backwards=args.backwards,
               distill_weight=args.distill_weight, passages_seen=args.passages_seen, batch_size=args.batch_size,
               lr=args.lr, wiki_dir=args.wiki, checkpoint_minutes=args.checkpoint_minutes, seed=args.seed)
-    else:
+    elif args.command == "probe":
         probe(args.work, args.data, args.models, args.labels, args.seeds, args.out)
+    else:
+        print(table(args.records))
 
 
 if __name__ == "__main__":

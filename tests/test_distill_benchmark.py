@@ -120,3 +120,13 @@ def test_the_control_arm_trains_the_language_model_alone(distillation_work, tiny
     card = json.loads((tmp_path / "out" / "control.bwd.json").read_text())
     assert card["direction"] == "backward" and card["distill_weight"] == 0.0
     assert card["log"][-1]["valid_perplexity"] < card["log"][0]["valid_perplexity"]
+
+
+def test_the_probe_table_gives_each_model_its_mean_and_spread_per_budget(tmp_path):
+    records = tmp_path / "probe.jsonl"
+    rows = [{"model": "../out/student.fwd.pt", "dataset": "trec", "labels": 500, "accuracy": a} for a in (0.7, 0.8)]
+    rows.append({"model": "teacher", "dataset": "sst2", "labels": 100, "accuracy": 0.75})
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert distill.table(records).splitlines() == [
+        "| features | sst2 100 | trec 500 |", "|---|---|---|",
+        "| student.fwd.pt | - | 75.0 ± 5.0 |", "| teacher | 75.0 ± 0.0 | - |"]
