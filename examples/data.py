@@ -1,5 +1,6 @@
 """Data for the examples: the bundled TREC-6 (offline), any CSV with ``text,label`` columns, or
-scikit-learn's 20 Newsgroups (downloaded once into ``~/scikit_learn_data``).
+scikit-learn's 20 Newsgroups (downloaded once into ``~/scikit_learn_data``); and the ``--full``
+flag of the grid searches, whose full run differs from the default one only in its sizes.
 """
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import csv
 import gzip
 
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import ParameterGrid, train_test_split
 
 NEWSGROUPS = ["comp.graphics", "rec.autos", "sci.med", "talk.politics.guns"]
 
@@ -15,11 +16,34 @@ NEWSGROUPS = ["comp.graphics", "rec.autos", "sci.med", "talk.politics.guns"]
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=["trec6", "20newsgroups"], default="trec6",
                         help="trec6: bundled with skulmfit, offline (default); 20newsgroups: 4 topics, "
-                             "downloaded by scikit-learn on first use")
+                             "downloaded by scikit-learn on first use; its posts are much longer than "
+                             "TREC-6's questions, so fits take many times longer (see --max-train)")
     parser.add_argument("--csv", help="CSV (or .csv.gz) with text,label columns, instead of --dataset")
     parser.add_argument("--test-csv", help="separate test CSV; default: a stratified 25%% split of --csv")
-    parser.add_argument("--max-train", type=int, default=None, help="use at most this many training texts")
+    parser.add_argument("--max-train", type=int, default=None,
+                        help="use at most this many training texts (default: all, or the example's own size)")
     parser.add_argument("--max-test", type=int, default=None, help="score on at most this many test texts")
+
+
+def parse_args_with_full(parser: argparse.ArgumentParser, argv, default_run: dict, full_run: dict):
+    """``parser.parse_args(argv)`` with a ``--full`` flag that picks ``full_run`` over ``default_run``.
+
+    A run is a dict of ``max_train`` (the number of training texts, unless --max-train is given),
+    ``cv`` (folds), ``grid`` (of GridSearchCV) and ``time`` (how long it takes); all but ``time``
+    become attributes of the parsed arguments.
+    """
+    def describe(run):
+        n_candidates = len(ParameterGrid(run["grid"]))
+        return f"{run['max_train']} texts, {n_candidates} candidates x {run['cv']} folds, {run['time']}"
+
+    parser.add_argument("--full", action="store_true",
+                        help=f"the full run: {describe(full_run)} (default: {describe(default_run)})")
+    args = parser.parse_args(argv)
+    run = full_run if args.full else default_run
+    if args.max_train is None:
+        args.max_train = run["max_train"]
+    args.cv, args.grid = run["cv"], run["grid"]
+    return args
 
 
 def read_csv(path: str) -> tuple[list[str], list[str]]:

@@ -4,6 +4,12 @@
     python examples/quickstart.py --dataset 20newsgroups            # 4 topics, downloaded once
     python examples/quickstart.py --csv my.csv                      # any text,label CSV
     python examples/quickstart.py --param lr=0.02 --param bidirectional=true
+
+Takes about 3 minutes on a 2-core CPU without bf16: one fit on all 5,452 TREC-6 training
+questions, both directions (an estimate from measured fit times, on an otherwise idle machine;
+there is no larger run). A fit's time grows with the number of words: 20 Newsgroups' posts have
+a few hundred words where TREC-6's questions have about ten, so expect many times longer there
+(--max-train bounds it).
 """
 import argparse
 import time
@@ -18,7 +24,7 @@ from skulmfit.cli import parse_params
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(parser)
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a ULMFiTClassifier parameter (repeatable)")

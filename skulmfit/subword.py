@@ -88,7 +88,7 @@ class UnigramSegmenter:
         self.pieces, self.scores = pieces, scores
         # Byte pieces are reached through the fallback only: the text "<0x41>" is not the byte 0x41.
         self._score = {p: s for p, s in zip(pieces, scores) if p not in _BYTE_SET}
-        self._max_len = max(map(len, self._score), default=1)
+        self._trie = _trie(self._score)
         self._unknown_score = min(self._score.values(), default=0.0) - UNKNOWN_PENALTY
         self._cache: dict[str, tuple[str, ...]] = {}
 
@@ -112,21 +112,31 @@ class UnigramSegmenter:
         if cached is not None:
             return cached
         text = WORD_START + word
-        n, score, max_len, unknown = len(text), self._score, self._max_len, self._unknown_score
+        n, trie, unknown = len(text), self._trie, self._unknown_score
         best = [0.0] + [-math.inf] * n  # best[i]: score of the best segmentation of text[:i]
         start = [0] * (n + 1)  # where the last piece of that segmentation starts
-        for end in range(1, n + 1):
-            for begin in range(max(0, end - max_len), end):
-                s = score.get(text[begin:end])
-                if s is not None and best[begin] + s > best[end]:
-                    best[end], start[end] = best[begin] + s, begin
-            if best[end] == -math.inf:  # no piece ends here: the last character stands alone
-                best[end], start[end] = best[end - 1] + unknown, end - 1
+        # Each position extends the best segmentation ending there by every piece starting there,
+        # found by walking the trie along the text. The walk stops at the first character no piece
+        # continues with, so a position costs as many steps as its longest matching prefix: on text
+        # unlike the vocabulary (a base64 blob, a log line) one to three, and at most the longest
+        # piece. A position is final when the walk reaches it, and the pieces ending at a position
+        # are compared in the order of their starts, so a tie goes to the longest last piece.
+        for begin in range(n + 1):
+            here = best[begin]
+            if here == -math.inf:  # no piece ends here: the character before stands alone
+                here = best[begin] = best[begin - 1] + unknown
+                start[begin] = begin - 1
+            node, end = trie, begin
+            while end < n and (entry := node.get(text[end])) is not None:
+                end += 1
+                piece_score, node = entry
+                if here + piece_score > best[end]:
+                    best[end], start[end] = here + piece_score, begin
         result: list[str] = []
         end = n
         while end > 0:
             piece = text[start[end]:end]
-            if piece in score:
+            if piece in self._score:
                 result.append(piece)
             else:  # one uncovered character: its bytes, last byte first as we walk backwards
                 # (a lone surrogate, which strict UTF-8 refuses, is spelt as Python stores it)
@@ -170,6 +180,17 @@ class UnigramSegmenter:
 
 _BYTE_SET = frozenset(BYTE_PIECES)
 _SPECIAL_SET = frozenset(SPECIAL_TOKENS)
+
+
+def _trie(score: Mapping[str, float]) -> dict[str, tuple[float, dict]]:
+    """The pieces as a trie: ``trie[c]`` is ``(score, subtrie)`` for the one-character string ``c``,
+    with the piece's score (``-inf``, which never wins a comparison, if ``c`` only begins longer
+    pieces) and the trie of what follows ``c`` in them. Tuples and dicts of numbers and strings:
+    once built, the garbage collector stops tracking them."""
+    by_first: dict[str, dict[str, float]] = {}
+    for piece, piece_score in score.items():
+        by_first.setdefault(piece[0], {})[piece[1:]] = piece_score
+    return {first: (rests.pop("", -math.inf), _trie(rests)) for first, rests in by_first.items()}
 
 
 def learn_unigram(word_counts: Mapping[str, int], n_pieces: int, *, character_coverage: float = 0.9999,

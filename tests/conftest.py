@@ -3,6 +3,10 @@
 Everything here is small on purpose (an 8-dimensional embedding, 24 texts): the estimator tests
 check behaviour, not accuracy, and must stay fast on a busy two-core machine.
 """
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -54,6 +58,19 @@ def _tiny_weights(path, itos, backwards, seed):
     model = LanguageModel(AWDLSTMConfig(vocab_size=len(itos), **TINY_SIZES))
     save_weights(path, model, itos, backwards=backwards, card={"name": "tiny"})
     return path
+
+
+def tiny_model_pair(folder: Path, name: str, itos: list[str]) -> Path:
+    """A forward and a backward tiny model named ``name`` in ``folder``, with the cards that make
+    ``folder`` a model registry (as ``skulmfit pretrain`` writes it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for direction, backwards, seed in (("forward", False, 0), ("backward", True, 1)):
+        weights = folder / f"{name}.{'bwd' if backwards else 'fwd'}.pt"
+        _tiny_weights(weights, itos, backwards, seed)
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        card = {"name": name, "direction": direction, "file": weights.name, "sha256": digest}
+        weights.with_suffix(".json").write_text(json.dumps(card))
+    return folder
 
 
 @pytest.fixture(scope="session")

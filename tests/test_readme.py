@@ -24,7 +24,6 @@ repository.
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.util
 import json
 import re
@@ -37,7 +36,7 @@ import torch
 import skulmfit.pretrained
 from skulmfit import ULMFiTClassifier
 
-from conftest import NEG, NEU, POS, _tiny_weights
+from conftest import NEG, NEU, POS, tiny_model_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -67,23 +66,10 @@ def _not_run_reason(document: Path, code: str) -> str | None:
 
 # ----------------------------------------------------------------------------- tiny stand-ins
 
-def _weight_pair(folder: Path, name: str, itos: list[str]) -> Path:
-    """A forward and a backward tiny model named ``name`` in ``folder``, with the cards that make
-    ``folder`` a model registry (as ``skulmfit pretrain`` writes it)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for direction, backwards, seed in (("forward", False, 0), ("backward", True, 1)):
-        weights = folder / f"{name}.{'bwd' if backwards else 'fwd'}.pt"
-        _tiny_weights(weights, itos, backwards, seed)
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-        card = {"name": name, "direction": direction, "file": weights.name, "sha256": digest}
-        weights.with_suffix(".json").write_text(json.dumps(card))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory, tiny_itos):
     """A folder holding a tiny ``wiki-en-sub`` (both directions), to stand in for the bundled models."""
-    return _weight_pair(tmp_path_factory.mktemp("bundled"), "wiki-en-sub", tiny_itos)
+    return tiny_model_pair(tmp_path_factory.mktemp("bundled"), "wiki-en-sub", tiny_itos)
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +105,7 @@ def fitted(bundled, data):
 def workdir(tmp_path, monkeypatch, tiny_itos, data):
     """The reader's working directory: what earlier shell commands would have left there."""
     monkeypatch.chdir(tmp_path)
-    folder = _weight_pair(tmp_path / "my-lm", "my-lm", tiny_itos)
+    folder = tiny_model_pair(tmp_path / "my-lm", "my-lm", tiny_itos)
     assert (folder / "my-lm.fwd.pt").exists()
     pd = pytest.importorskip("pandas")
     pd.DataFrame({"text": data["texts"]}).to_parquet(tmp_path / "big.parquet")
