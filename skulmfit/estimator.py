@@ -30,7 +30,7 @@ from .engine import HeadTraining, LMFineTuning, fit_directions, language_model_c
 from .environment import resolve_device, resolve_precision
 from .model import TextClassifier
 from .pretrained import DEFAULT_MODEL, resolve_pretrained
-from .text import Tokenizer
+from .text import Tokenizer, read_part
 from .training import NonFiniteLossError, pooled_features, predict_logits
 
 if TYPE_CHECKING:
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 AUTO_EPOCHS_UPDATES = 300  # epochs="auto": about this many updates in the final stage...
 AUTO_EPOCHS_RANGE = (2, 20)  # ...within these bounds (a first choice from a short trial on TREC-6 / SST-2)
 PREDICT_CHUNK = 4096  # documents tokenized at a time when predicting: bounds memory for any input size
+#: Default of ``max_tokens``: documents up to about 15,000 words are read whole; a longer one costs a
+#: few seconds per read on a 2-core CPU instead of minutes (a 5 MB base64 blob is 4 million pieces).
+MAX_TOKENS = 20_000
 
 
 def _check_texts(X, name: str = "X") -> list[str]:
@@ -91,6 +94,7 @@ class _ULMFiTEstimator(BaseEstimator):
         "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
         "bptt": [Interval(numbers.Integral, 5, None, closed="left")],
         "max_len": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_tokens": [Interval(numbers.Integral, 2, None, closed="left"), None],  # a token for each end
         # The classifier's DropConnect rate is 0.5 * drop_mult: at 2 it would drop every weight.
         "drop_mult": [Interval(numbers.Real, 0, 2, closed="left")],
         "bidirectional": ["boolean", StrOptions({"auto"})],
@@ -110,10 +114,10 @@ class _ULMFiTEstimator(BaseEstimator):
     }
 
     def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs="auto", lr=5e-2, lm_lr=4e-3, batch_size=32,
-                 bptt=70, max_len=1400, drop_mult=0.5, bidirectional="auto", n_jobs=None, device="auto",
-                 precision="auto", max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
-                 slanted_triangular=True, validation_fraction=None, n_iter_no_change=None, memory=None,
-                 random_state=None, verbose=0):
+                 bptt=70, max_len=1400, max_tokens=MAX_TOKENS, drop_mult=0.5, bidirectional="auto", n_jobs=None,
+                 device="auto", precision="auto", max_vocab=30000, min_freq=2, gradual_unfreezing=True,
+                 discriminative_lr=True, slanted_triangular=True, validation_fraction=None, n_iter_no_change=None,
+                 memory=None, random_state=None, verbose=0):
         self.pretrained = pretrained
         self.lm_epochs = lm_epochs
         self.epochs = epochs
@@ -122,6 +126,7 @@ class _ULMFiTEstimator(BaseEstimator):
         self.batch_size = batch_size
         self.bptt = bptt
         self.max_len = max_len
+        self.max_tokens = max_tokens
         self.drop_mult = drop_mult
         self.bidirectional = bidirectional
         self.n_jobs = n_jobs
@@ -156,7 +161,7 @@ class _ULMFiTEstimator(BaseEstimator):
         train_idx, valid_idx = _split(len(texts), stratify, self.validation_fraction, seed)
 
         pretrained = resolve_pretrained(self.pretrained, self.bidirectional)
-        tokens = pretrained.tokenizer.tokenize_many(texts + extra)
+        tokens = self._read_parts(pretrained.tokenizer.tokenize_many(texts + extra))
         epochs = self._final_epochs(len(train_idx))
         lm = replace(LMFineTuning(
             lm_epochs=self.lm_epochs, lm_lr=self.lm_lr, batch_size=self.batch_size, bptt=self.bptt,
@@ -235,8 +240,18 @@ class _ULMFiTEstimator(BaseEstimator):
         texts = _check_texts(X)
         device, bf16 = self._prediction_device()
         for start in range(0, len(texts), PREDICT_CHUNK):
-            tokens = self.tokenizer_.tokenize_many(texts[start:start + PREDICT_CHUNK])
+            tokens = self._read_parts(self.tokenizer_.tokenize_many(texts[start:start + PREDICT_CHUNK]))
             yield self._outputs(tokens, pooled, device, bf16)
+
+    def _read_parts(self, docs: list[list[str]]) -> list[list[str]]:
+        """The part of each tokenized document that is read (``max_tokens``), with a warning when one is cut."""
+        lengths = [len(doc) for doc in docs if self.max_tokens is not None and len(doc) > self.max_tokens]
+        if lengths:
+            head = self.max_tokens // 2
+            warnings.warn(f"{len(lengths)} text(s) longer than max_tokens={self.max_tokens} tokens (the longest has "
+                          f"{max(lengths):,}) are read as their first {head:,} and last {self.max_tokens - head:,} "
+                          "tokens; set max_tokens higher, or to None, to read them whole", UserWarning, stacklevel=3)
+        return [read_part(doc, self.max_tokens) for doc in docs]
 
     def _prediction_device(self) -> tuple[torch.device, bool]:
         """The device a fitted model predicts on, and whether in bf16 there."""
@@ -274,7 +289,7 @@ class _ULMFiTEstimator(BaseEstimator):
         check_is_fitted(self)
         check_steps(steps)
         texts = _check_texts(X)
-        tokens = self.tokenizer_.tokenize_many(texts)
+        tokens = self._read_parts(self.tokenizer_.tokenize_many(texts))
         device, bf16 = self._prediction_device()
         outputs = self._outputs(tokens, pooled=False, device=device, bf16=bf16)
         units, values, labels, output, unit_scale = self._explained(outputs, target)
@@ -334,7 +349,8 @@ class _ULMFiTEstimator(BaseEstimator):
         blob = state.pop("_models_blob", None)
         if "vocab_" in state:  # fitted before models carried their tokenizer: all were word-level
             state.setdefault("tokenizer_", Tokenizer())
-        state.setdefault("n_jobs", None)  # pickled before the parameter existed
+        state.setdefault("n_jobs", None)  # pickled before these parameters existed
+        state.setdefault("max_tokens", MAX_TOKENS)
         self.__dict__.update(state)
         if blob is not None:
             specs = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
@@ -376,6 +392,15 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
     max_len : int, default=1400
         The classifier pools and backpropagates over each document's last ``max_len`` tokens;
         earlier tokens only carry the hidden state, so memory is bounded for any length.
+    max_tokens : int >= 2 or None, default=20000
+        Most tokens read of one document, in every stage (language-model fine-tuning, training,
+        prediction, ``transform``, ``explain``), so that time too is bounded for any length. A longer
+        document is read as its first ``max_tokens // 2`` tokens followed by its last
+        ``max_tokens - max_tokens // 2``, with a warning: the forward model pools the document's end,
+        and the backward model, which reads it from its end, pools its beginning, so each direction
+        reads what it pools and the context before it (see :func:`skulmfit.text.read_part`). Keep it
+        at least ``2 * max_len`` so that neither pooled window reaches the cut. ``None`` reads every
+        token.
     drop_mult : float in [0, 2), default=0.5
         Multiplier of fastai's classifier dropouts; language-model fine-tuning uses fastai's LM
         dropouts times ``2 * drop_mult``, so the default reproduces fastai's defaults for both.
@@ -470,16 +495,17 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
                                     "threshold": [Interval(numbers.Real, 0, 1, closed="both")]}
 
     def __init__(self, pretrained=DEFAULT_MODEL, *, lm_epochs=2, epochs="auto", lr=5e-2, lm_lr=4e-3, batch_size=32,
-                 bptt=70, max_len=1400, drop_mult=0.5, bidirectional="auto", n_jobs=None, device="auto",
-                 precision="auto", max_vocab=30000, min_freq=2, gradual_unfreezing=True, discriminative_lr=True,
-                 slanted_triangular=True, validation_fraction=None, n_iter_no_change=None, class_weight=None,
-                 threshold=0.5, memory=None, random_state=None, verbose=0):
+                 bptt=70, max_len=1400, max_tokens=MAX_TOKENS, drop_mult=0.5, bidirectional="auto", n_jobs=None,
+                 device="auto", precision="auto", max_vocab=30000, min_freq=2, gradual_unfreezing=True,
+                 discriminative_lr=True, slanted_triangular=True, validation_fraction=None, n_iter_no_change=None,
+                 class_weight=None, threshold=0.5, memory=None, random_state=None, verbose=0):
         super().__init__(pretrained, lm_epochs=lm_epochs, epochs=epochs, lr=lr, lm_lr=lm_lr, batch_size=batch_size,
-                         bptt=bptt, max_len=max_len, drop_mult=drop_mult, bidirectional=bidirectional, n_jobs=n_jobs,
-                         device=device, precision=precision, max_vocab=max_vocab, min_freq=min_freq,
-                         gradual_unfreezing=gradual_unfreezing, discriminative_lr=discriminative_lr,
-                         slanted_triangular=slanted_triangular, validation_fraction=validation_fraction,
-                         n_iter_no_change=n_iter_no_change, memory=memory, random_state=random_state, verbose=verbose)
+                         bptt=bptt, max_len=max_len, max_tokens=max_tokens, drop_mult=drop_mult,
+                         bidirectional=bidirectional, n_jobs=n_jobs, device=device, precision=precision,
+                         max_vocab=max_vocab, min_freq=min_freq, gradual_unfreezing=gradual_unfreezing,
+                         discriminative_lr=discriminative_lr, slanted_triangular=slanted_triangular,
+                         validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, memory=memory,
+                         random_state=random_state, verbose=verbose)
         self.class_weight = class_weight
         self.threshold = threshold
 
@@ -637,7 +663,7 @@ class ULMFiTRegressor(RegressorMixin, _ULMFiTEstimator):
 
     Parameters
     ----------
-    pretrained, lm_epochs, epochs, lr, lm_lr, batch_size, bptt, max_len, drop_mult, bidirectional, \
+    pretrained, lm_epochs, epochs, lr, lm_lr, batch_size, bptt, max_len, max_tokens, drop_mult, bidirectional, \
 n_jobs, device, precision, max_vocab, min_freq, gradual_unfreezing, discriminative_lr, slanted_triangular, \
 validation_fraction, n_iter_no_change, memory, random_state, verbose
         As in :class:`ULMFiTClassifier` (which adds ``class_weight``). With ``validation_fraction``

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 
 from .tokenizer import SPECIAL_TOKENS
@@ -88,9 +89,14 @@ class UnigramSegmenter:
         self.pieces, self.scores = pieces, scores
         # Byte pieces are reached through the fallback only: the text "<0x41>" is not the byte 0x41.
         self._score = {p: s for p, s in zip(pieces, scores) if p not in _BYTE_SET}
-        self._trie = _trie(self._score)
         self._unknown_score = min(self._score.values(), default=0.0) - UNKNOWN_PENALTY
         self._cache: dict[str, tuple[str, ...]] = {}
+
+    @cached_property
+    def _trie(self) -> dict[str, list]:
+        """The pieces as a trie (see :func:`_build_trie`), built when the first word is segmented, so
+        that loading a model stays quick."""
+        return _build_trie(self._score)
 
     def clear_cache(self) -> None:
         """Forgets the words already segmented, as a new segmenter would (for timings)."""
@@ -182,15 +188,24 @@ _BYTE_SET = frozenset(BYTE_PIECES)
 _SPECIAL_SET = frozenset(SPECIAL_TOKENS)
 
 
-def _trie(score: Mapping[str, float]) -> dict[str, tuple[float, dict]]:
-    """The pieces as a trie: ``trie[c]`` is ``(score, subtrie)`` for the one-character string ``c``,
+def _build_trie(score: Mapping[str, float]) -> dict[str, list]:
+    """The pieces as a trie: ``trie[c]`` is ``[score, subtrie]`` for the one-character string ``c``,
     with the piece's score (``-inf``, which never wins a comparison, if ``c`` only begins longer
-    pieces) and the trie of what follows ``c`` in them. Tuples and dicts of numbers and strings:
-    once built, the garbage collector stops tracking them."""
-    by_first: dict[str, dict[str, float]] = {}
+    pieces) and the trie of what follows ``c`` in them."""
+    root: dict[str, list] = {}
     for piece, piece_score in score.items():
-        by_first.setdefault(piece[0], {})[piece[1:]] = piece_score
-    return {first: (rests.pop("", -math.inf), _trie(rests)) for first, rests in by_first.items()}
+        node = root
+        for char in piece[:-1]:
+            entry = node.get(char)
+            if entry is None:
+                entry = node[char] = [-math.inf, {}]
+            node = entry[1]
+        entry = node.get(piece[-1])
+        if entry is None:
+            node[piece[-1]] = [piece_score, {}]
+        else:
+            entry[0] = piece_score
+    return root
 
 
 def learn_unigram(word_counts: Mapping[str, int], n_pieces: int, *, character_coverage: float = 0.9999,

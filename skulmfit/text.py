@@ -12,6 +12,9 @@ Two kinds exist:
   which is why a classifier adds the target texts' frequent words to the vocabulary.
 * **subword**: the same rules, then each word cut into unigram pieces
   (:mod:`skulmfit.subword`). The vocabulary is closed: every text maps to known pieces.
+
+The estimators read at most ``max_tokens`` tokens of a document (:func:`read_part`): the work a
+huge text costs is bounded, whatever its length.
 """
 from __future__ import annotations
 
@@ -82,3 +85,34 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return "Tokenizer(word)" if self.segmenter is None else f"Tokenizer({self.segmenter!r})"
+
+
+def read_part(tokens: list[str], max_tokens: int | None) -> list[str]:
+    """The tokens of a document that the models read: all of them, or, beyond ``max_tokens``, the
+    first ``max_tokens // 2`` followed by the last ``max_tokens - max_tokens // 2``.
+
+    Both ends are kept because the two directions pool different ends: the forward model reads the
+    document from its start and pools its last tokens; the backward model reads it from its end and
+    pools its first tokens. So each direction reads what it pools with the context that leads to it.
+
+    Parameters
+    ----------
+    tokens : list of str
+        A tokenized document.
+    max_tokens : int or None
+        Most tokens read; ``None`` reads every token.
+
+    Returns
+    -------
+    list of str
+        ``tokens`` itself when nothing is cut.
+
+    Examples
+    --------
+    >>> read_part(["xxbos", "a", "b", "c", "d", "e"], 4)
+    ['xxbos', 'a', 'd', 'e']
+    """
+    if max_tokens is None or len(tokens) <= max_tokens:
+        return tokens
+    head = max_tokens // 2
+    return tokens[:head] + tokens[len(tokens) - (max_tokens - head):]

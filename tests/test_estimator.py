@@ -143,7 +143,7 @@ def test_unlabeled_with_a_missing_text_is_rejected(no_training, tiny_weights):
     dict(lm_epochs=-1), dict(lr=0), dict(lm_lr=-1e-3), dict(device="tpu"), dict(device="cuda:x"),
     dict(precision="fp16"), dict(class_weight="foo"), dict(batch_size=1), dict(bptt=2), dict(max_vocab=8),
     dict(validation_fraction=1.0), dict(n_iter_no_change=0), dict(bidirectional="yes"), dict(pretrained=3),
-    dict(n_jobs=0), dict(n_jobs=-2), dict(n_jobs=1.5),
+    dict(n_jobs=0), dict(n_jobs=-2), dict(n_jobs=1.5), dict(max_tokens=1), dict(max_tokens=2.5),
 ])
 def test_invalid_parameters_raise_invalid_parameter_error(no_training, tiny_weights, params):
     clf = ULMFiTClassifier(**{"pretrained": str(tiny_weights), **TINY, **params})
@@ -489,13 +489,15 @@ def test_saved_state_records_versions(fitted):
     assert "models_" in fitted.__dict__  # getstate works on a copy
 
 
-def test_a_model_pickled_before_n_jobs_and_auto_directions_loads_with_their_defaults(fitted, three_class_task):
+def test_a_model_pickled_before_n_jobs_max_tokens_and_auto_directions_loads_with_their_defaults(
+        fitted, three_class_task):
     state = fitted.__getstate__()
-    del state["n_jobs"]
+    del state["n_jobs"], state["max_tokens"]
     restored = ULMFiTClassifier.__new__(ULMFiTClassifier)
     del state["bidirectional_"]
     restored.__setstate__(state)
     assert restored.get_params()["n_jobs"] is None
+    assert restored.get_params()["max_tokens"] == estimator_module.MAX_TOKENS
     assert restored.bidirectional_ is False  # from the number of fitted models
     np.testing.assert_array_equal(restored.predict_proba(three_class_task[0][:4]),
                                   fitted.predict_proba(three_class_task[0][:4]))
@@ -661,14 +663,40 @@ def test_validation_fraction_too_small_to_split(tiny_weights):
 # ----------------------------------------------------------------------------- 12. long and many inputs
 
 def test_a_very_long_document(fitted, three_class_task):
+    """Every one of 100,000 tokens is read (max_tokens=None) with bounded memory, and the result is sound."""
     from skulmfit.tokenizer import tokenize
     long_text = " ".join(["great", "film", "awful", "story"] * 25000)
     assert len(tokenize(long_text)) > 100_000
-    proba = fitted.predict_proba([long_text, "great film", long_text])
+    model = copy.deepcopy(fitted).set_params(max_tokens=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is cut
+        proba = model.predict_proba([long_text, "great film", long_text])
     assert proba.shape == (3, 3) and np.isfinite(proba).all()
     np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
     np.testing.assert_allclose(proba[0], proba[2], rtol=1e-5)
-    np.testing.assert_allclose(proba[1], fitted.predict_proba(["great film"])[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(proba[1], model.predict_proba(["great film"])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_text_beyond_max_tokens_is_read_as_its_two_ends_in_every_stage(binary_task, monkeypatch):
+    """Both directions (the backward model pools the beginning) read the first and the last 50 tokens
+    of a 2,003-token text: in language-model fine-tuning, training and prediction, with a warning."""
+    from skulmfit.text import read_part
+    from skulmfit.tokenizer import tokenize
+    texts, y = binary_task
+    long_text = "great " + "film acting " * 1000 + "awful"
+    read = read_part(tokenize(long_text), 100)
+    assert read[:3] == ["xxbos", "great", "film"] and read[-2:] == ["acting", "awful"] and len(read) == 100
+    fine_tuned = spy(monkeypatch, "fine_tune_encoder")
+    clf = ULMFiTClassifier(pretrained=None, bidirectional=True, n_jobs=1, max_tokens=100, **TINY)
+    with pytest.warns(UserWarning, match=r"1 text\(s\) longer than max_tokens=100 tokens \(the longest has 2,003\) "
+                                         r"are read as their first 50 and last 50"):
+        clf.fit([long_text, *texts], ["pos", *y])
+    assert max(map(len, fine_tuned[0][0][0])) == 100
+    with pytest.warns(UserWarning, match="max_tokens=100"):
+        proba = clf.predict_proba([long_text])
+    np.testing.assert_array_equal(proba, clf.predict_proba([" ".join(read[1:])]))  # the part read, as a text
+    whole = clf.set_params(max_tokens=None).predict_proba([long_text])
+    assert not np.array_equal(whole, proba)
 
 
 def test_prediction_goes_through_chunks(fitted, three_class_task, monkeypatch):

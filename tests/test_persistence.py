@@ -108,6 +108,16 @@ def test_a_file_saved_before_auto_directions_existed_loads(saved, binary_task, t
     np.testing.assert_array_equal(loaded.predict_proba(binary_task[0]), clf.predict_proba(binary_task[0]))
 
 
+def test_a_file_saved_before_max_tokens_existed_loads_with_its_default(saved, binary_task, tmp_path):
+    clf, path = saved
+    payload = torch.load(path, weights_only=True)
+    payload["params"] = json.dumps({k: v for k, v in json.loads(payload["params"]).items() if k != "max_tokens"})
+    torch.save(payload, tmp_path / "old")
+    loaded = skulmfit.load(tmp_path / "old")
+    assert loaded.get_params()["max_tokens"] == ULMFiTClassifier().max_tokens
+    np.testing.assert_array_equal(loaded.predict_proba(binary_task[0]), clf.predict_proba(binary_task[0]))
+
+
 def test_a_fitted_model_is_required(tmp_path):
     from sklearn.exceptions import NotFittedError
     with pytest.raises(NotFittedError):

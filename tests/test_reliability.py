@@ -4,9 +4,12 @@ import io
 import json
 import os
 import pickle
+import random
+import string
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -222,26 +225,45 @@ ODD_TEXTS = ["", "   \n\t ", "lone \ud800 surrogate", "nul\x00byte", "emoji 😀
 HUGE_TEXT = "a good film " * 450_000  # 5.4 MB, 1.35 million words: predicted, not trained on (CI time)
 
 
+@pytest.fixture(scope="module")
+def tiny_subword_weights(tiny_weights, tmp_path_factory):
+    """The tiny model's vocabulary as pieces (byte pieces added), so that every text is pieces."""
+    from skulmfit.model import AWDLSTMConfig, LanguageModel
+    from skulmfit.subword import BYTE_PIECES, UnigramSegmenter
+    from skulmfit.text import Tokenizer
+    from skulmfit.vocab import Vocab
+    lm = load_weights(tiny_weights)
+    pieces = ["▁" + t for t in lm.itos[9:] if not t.startswith("xxfake")] + ["▁", *BYTE_PIECES]
+    tokenizer = Tokenizer(UnigramSegmenter(pieces, [-1.0] * len(pieces)))
+    itos = Vocab.from_pieces(pieces).itos
+    model = LanguageModel(AWDLSTMConfig(len(itos), **{k: v for k, v in lm.config.sizes().items()
+                                                    if k != "vocab_size"}))
+    weights = tmp_path_factory.mktemp("subword") / "subword.pt"
+    save_weights(weights, model, itos, tokenizer=tokenizer)
+    return weights
+
+
 @pytest.mark.parametrize("subword", [False, True])
-def test_odd_texts_fit_and_predict(tiny_weights, tmp_path, subword):
-    weights = tiny_weights
-    if subword:  # the tiny model's vocabulary as pieces (byte pieces added), so that every text is pieces
-        from skulmfit.subword import BYTE_PIECES, UnigramSegmenter
-        from skulmfit.text import Tokenizer
-        from skulmfit.vocab import Vocab
-        lm = load_weights(tiny_weights)
-        pieces = ["▁" + t for t in lm.itos[9:] if not t.startswith("xxfake")] + ["▁", *BYTE_PIECES]
-        tokenizer = Tokenizer(UnigramSegmenter(pieces, [-1.0] * len(pieces)))
-        itos = Vocab.from_pieces(pieces).itos
-        from skulmfit.model import AWDLSTMConfig, LanguageModel
-        model = LanguageModel(AWDLSTMConfig(len(itos), **{k: v for k, v in lm.config.sizes().items()
-                                                        if k != "vocab_size"}))
-        weights = tmp_path / "subword.pt"
-        save_weights(weights, model, itos, tokenizer=tokenizer)
+def test_odd_texts_fit_and_predict(tiny_weights, tiny_subword_weights, subword):
+    weights = tiny_subword_weights if subword else tiny_weights
     clf = ULMFiTClassifier(pretrained=weights, **TINY).fit(ODD_TEXTS, ["a", "b"] * 3)
     queries = ODD_TEXTS if subword else ODD_TEXTS + [HUGE_TEXT]  # the huge text once: CI time
     proba = clf.predict_proba(queries)
     assert proba.shape == (len(queries), 2) and np.isfinite(proba).all()
+
+
+def test_a_text_of_a_million_characters_without_spaces_costs_seconds(tiny_subword_weights):
+    """A pasted blob is one word of a million pieces: it is segmented in about a second and read as
+    its first and last max_tokens / 2 pieces. Before, segmenting it and reading every piece in
+    language-model fine-tuning, four classifier epochs and prediction took minutes."""
+    blob = "".join(random.Random(0).choices(string.ascii_letters + string.digits, k=1_000_000))
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match="longer than max_tokens=20000 tokens"):
+        clf = ULMFiTClassifier(pretrained=tiny_subword_weights, **TINY).fit([blob, *ODD_TEXTS], ["a", "b"] * 3 + ["a"])
+        proba = clf.predict_proba([blob])
+    elapsed = time.perf_counter() - start
+    assert np.isfinite(proba).all()
+    assert elapsed < 30, f"{elapsed:.0f} s"
 
 
 def interrupt_on_call(monkeypatch, module, name, call):

@@ -2,7 +2,7 @@
 import pytest
 
 from skulmfit.subword import BYTE_PIECES, UnigramSegmenter
-from skulmfit.text import Tokenizer
+from skulmfit.text import Tokenizer, read_part
 from skulmfit.tokenizer import tokenize_many
 from skulmfit.vocab import Vocab
 
@@ -39,3 +39,10 @@ def test_vocabulary_must_hold_every_piece():
     Tokenizer().check_vocabulary(["anything"])
     with pytest.raises(ValueError, match="lacks 1 of the tokenizer's pieces"):
         Tokenizer(SEGMENTER).check_vocabulary(Vocab.from_pieces(SEGMENTER.pieces[1:]).itos)
+
+
+def test_a_long_document_is_read_as_its_first_and_last_tokens():
+    doc = [str(i) for i in range(10)]
+    assert read_part(doc, 4) == ["0", "1", "8", "9"]
+    assert read_part(doc, 5) == ["0", "1", "7", "8", "9"]  # the odd token goes to the end, the forward model's
+    assert read_part(doc, 10) is doc and read_part(doc, None) is doc
