@@ -195,7 +195,7 @@ def encoded_passages(work: Path, teacher: str) -> tuple[list[str], np.ndarray]:
         if not path.exists():
             break
         chunks.append(np.load(path))
-    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 384), np.float16)
+    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float16)
     passages = read_lines(work / "passages.txt")[: len(embeddings)]
     return passages, embeddings
 
@@ -232,7 +232,7 @@ class Student:
     def __init__(self, lm, teacher_width: int, bf16: bool):
         import torch
         self.lm = lm.build()
-        self.itos, self.tokenizer, self.backwards, self.start_card = lm.itos, lm.tokenizer, lm.backwards, lm.card
+        self.itos, self.tokenizer, self.backwards = lm.itos, lm.tokenizer, lm.backwards
         self.projection = torch.nn.Linear(3 * lm.config.emb_size, teacher_width)
         self.bf16 = bf16
 
@@ -259,8 +259,8 @@ class Student:
 
 
 def tokenized(student: Student, texts: list[str], max_pieces: int = 128) -> list[np.ndarray]:
-    """Ids of each text as the classifier reads it (its last ``max_pieces`` for the backward model's
-    sake too: a passage is at most a long sentence)."""
+    """Ids of each text as the classifier reads it, at most its last ``max_pieces`` (a passage is one
+    sentence of at most 64 words; the cap only bounds a batch's width)."""
     from skulmfit.vocab import Vocab
     docs = Vocab(student.itos).numericalize_many(student.tokenizer.tokenize_many(texts))
     return [doc[-max_pieces:] for doc in docs]

@@ -119,15 +119,12 @@ def _open_output(path: str):
 
 
 def _check_output_path(path: str) -> None:
-    """Refuses, before any work is done, a file name in no folder."""
-    target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"{path} is a folder; name a file in it to write")
-    folder = target.parent
-    if not folder.exists():
-        raise UsageError(f"cannot write {path}: there is no folder {folder}")
-    if not folder.is_dir():
-        raise UsageError(f"cannot write {path}: {folder} is a file, not a folder")
+    """Refuses, before any work is done, a file name that cannot be written (see ``check_destination``)."""
+    from .persistence import check_destination
+    try:
+        check_destination(Path(path), "write")
+    except OSError as error:
+        raise UsageError(str(error)) from None
 
 
 def _check_model_path(path: str) -> None:

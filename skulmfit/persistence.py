@@ -84,7 +84,7 @@ def save(estimator: BaseEstimator, path: str | Path) -> None:
 def _write_atomically(payload: dict, path: Path) -> None:
     """``torch.save`` to ``<path>.tmp``, then a rename over ``path``: a crash while writing never leaves
     a half-written model under the name, and an error (or an interrupt) removes the temporary file."""
-    _check_destination(path)
+    check_destination(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as file:
@@ -99,14 +99,19 @@ def _write_atomically(payload: dict, path: Path) -> None:
         raise
 
 
-def _check_destination(path: Path) -> None:
-    """Refuses, naming ``path``, the destinations that ``open`` would refuse with a less clear error."""
+def check_destination(path: Path, action: str = "save the model to") -> None:
+    """Refuses, naming ``path``, a destination that ``open`` would refuse with a less clear error:
+    a folder, a file name under a file, a file name in a folder that does not exist.
+
+    Raises ``IsADirectoryError``, ``NotADirectoryError`` or ``FileNotFoundError``, whose message
+    starts ``cannot <action> <path>:``. The command line checks its outputs with it before any work.
+    """
     if path.is_dir():
-        raise IsADirectoryError(f"cannot save the model to {path}: it is a folder; name a file inside it")
+        raise IsADirectoryError(f"cannot {action} {path}: it is a folder; name a file inside it")
     if path.parent.is_file():
-        raise NotADirectoryError(f"cannot save the model to {path}: {path.parent} is a file, not a folder")
+        raise NotADirectoryError(f"cannot {action} {path}: {path.parent} is a file, not a folder")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot save the model to {path}: the folder {path.parent} does not exist")
+        raise FileNotFoundError(f"cannot {action} {path}: the folder {path.parent} does not exist")
 
 
 def _target_state(estimator) -> dict:

@@ -110,7 +110,7 @@ def no_training(monkeypatch):
 
 
 @pytest.mark.parametrize("output, message", [
-    ("{tmp}/missing_folder/model.skulmfit", "there is no folder"),
+    ("{tmp}/missing_folder/model.skulmfit", "does not exist"),
     ("{tmp}", "is a folder"),
     ("{train}/model.skulmfit", "is a file, not a folder"),
     ("-", "a model is written to a file"),
@@ -269,7 +269,7 @@ def test_command_line_mistakes_are_one_line(argv, message, capsys):
 
 def test_predict_output_checks(classifier, queries, tmp_path, capsys):
     fails(["predict", classifier, queries, "-o", str(tmp_path / "nowhere" / "out.csv")], capsys,
-          "there is no folder")
+          "does not exist")
     fails(["predict", classifier, queries, "-o", queries], capsys, "is the input table")
     assert open(queries).read().startswith("text\n")  # the input is intact
     assert main(["predict", classifier, queries, "-o", "/dev/null", "--output-format", "csv"]) == 0
