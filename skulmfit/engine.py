@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -141,8 +142,9 @@ def fit_directions(lm_corpus: list[list[str]], tokens: list[list[str]], targets:
 
     Returns
     -------
-    list of (Vocab, TextClassifier, list of dict)
-        Each direction's vocabulary, fitted model and training history, forward first.
+    list of (Vocab, TextClassifier, list of dict, dict)
+        Each direction's vocabulary, fitted model, classifier history (a record per epoch) and
+        language-model record (see :func:`fine_tune_encoder`), forward first.
     """
     plan = _DirectionPlan(lm_corpus=lm_corpus, tokens=tokens, targets=targets, train_idx=train_idx,
                           valid_idx=valid_idx, sample_weight=sample_weight, n_outputs=n_outputs,
@@ -159,8 +161,8 @@ def fit_directions(lm_corpus: list[list[str]], tokens: list[list[str]], targets:
         backward = executor.submit(_fit_backward_in_worker, plan, sources[1], max(1, threads - forward_threads))
         with torch_threads(forward_threads):
             forward = _fit_direction(plan, backwards=False, source=sources[0], progress=progress)
-        vocab, spec, history = backward.result()
-    return [forward, (vocab, TextClassifier.from_spec(spec), history)]
+        vocab, spec, history, lm_record = backward.result()
+    return [forward, (vocab, TextClassifier.from_spec(spec), history, lm_record)]
 
 
 def language_model_corpus(texts: list[str], extra: list[str], tokens: list[list[str]]) -> list[list[str]]:
@@ -242,27 +244,30 @@ def fine_tune_encoder(tokens: list[list[str]], *, source: PretrainedLM | None, f
     Returns
     -------
     dict
-        ``itos`` (the vocabulary), ``sizes`` (of the AWD-LSTM) and ``encoder_state`` (CPU tensors).
+        ``itos`` (the vocabulary), ``sizes`` (of the AWD-LSTM), ``encoder_state`` (CPU tensors) and
+        ``record``: the mean loss of each epoch (``losses``) and the stage's duration (``seconds``).
     """
     vocab = target_vocab(source, tokens, settings.max_vocab, settings.min_freq)
     if source is None:
         config = AWDLSTMConfig(len(vocab), **RANDOM_INIT_SIZES)
     else:
         config = AWDLSTMConfig(len(vocab), **{k: v for k, v in source.config.sizes().items() if k != "vocab_size"})
+    started, losses = time.perf_counter(), []
     with torch.random.fork_rng(devices=_cuda_devices(torch.device(device))):
         torch.manual_seed(seed)
         model = LanguageModel(config.scaled(settings.drop_mult * settings.drop_scale))
         if source is not None:
             model.load_state_dict(match_embeddings(source.state_dict, source.itos, vocab.itos))
         if settings.lm_epochs > 0:
-            fine_tune_language_model(
+            losses = fine_tune_language_model(
                 model, vocab.numericalize_many(tokens), epochs=settings.lm_epochs, lr=settings.lm_lr,
                 batch_size=settings.batch_size, bptt=settings.bptt, device=device,
                 rng=np.random.default_rng(seed), backwards=backwards, discriminative_lr=settings.discriminative_lr,
                 slanted_triangular=settings.slanted_triangular, bf16=settings.precision == "bf16",
                 sampled_softmax=settings.sampled_softmax, progress=ProgressBar() if verbose else SilentProgress())
     return {"itos": vocab.itos, "sizes": config.sizes(),
-            "encoder_state": {k: v.detach().cpu() for k, v in model[0].state_dict().items()}}
+            "encoder_state": {k: v.detach().cpu() for k, v in model[0].state_dict().items()},
+            "record": {"losses": losses, "seconds": round(time.perf_counter() - started, 3)}}
 
 
 @dataclass(frozen=True)
@@ -288,8 +293,9 @@ class _DirectionPlan:
 
 
 def _fit_direction(plan: _DirectionPlan, *, backwards: bool, source: PretrainedLM | None,
-                   progress) -> tuple[Vocab, TextClassifier, list[dict]]:
-    """One direction: its language model fine-tuned (or read from ``memory``), then its classifier."""
+                   progress) -> tuple[Vocab, TextClassifier, list[dict], dict]:
+    """One direction: its language model fine-tuned (or read from ``memory``, with the record of the
+    fit that fine-tuned it), then its classifier."""
     encoder = _cached(plan.memory, fine_tune_encoder, ignore_seed=plan.ignore_seed)(
         plan.lm_corpus, source=source, fingerprint=plan.fingerprint, backwards=backwards, settings=plan.lm,
         seed=plan.seed, device=str(plan.device), verbose=plan.verbose)
@@ -311,7 +317,7 @@ def _fit_direction(plan: _DirectionPlan, *, backwards: bool, source: PretrainedL
             gradual_unfreezing=head.gradual_unfreezing, discriminative_lr=head.discriminative_lr,
             slanted_triangular=head.slanted_triangular, bf16=head.precision == "bf16", validation=validation,
             n_iter_no_change=head.n_iter_no_change, loss=head.loss, progress=progress)
-    return vocab, model, history
+    return vocab, model, history, encoder["record"]
 
 
 def _cached(memory, function, ignore_seed: bool = False):
@@ -373,5 +379,6 @@ def _fit_backward_in_worker(plan: _DirectionPlan, source: PretrainedLM | None, t
     """The backward direction in a worker process; the model travels back as a spec of CPU tensors."""
     torch.set_num_threads(threads)
     quiet = replace(plan, verbose=0)  # the forward direction's bars in the caller's process show progress
-    vocab, model, history = _fit_direction(quiet, backwards=True, source=source, progress=SilentProgress())
-    return vocab, model.spec(), history
+    vocab, model, history, lm_record = _fit_direction(quiet, backwards=True, source=source,
+                                                      progress=SilentProgress())
+    return vocab, model.spec(), history, lm_record

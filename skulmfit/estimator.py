@@ -82,7 +82,7 @@ class _ULMFiTEstimator(BaseEstimator):
     #: Fields of :class:`skulmfit.engine.LMFineTuning` that are no parameters (``sampled_softmax``,
     #: ``drop_scale``), with the values to use instead of their defaults. Empty: the measured
     #: defaults. Benchmarks compare other choices in a subclass that sets it
-    #: (``benchmarks/tune_defaults.py --engine``).
+    #: (``python -m benchmarks.accuracy.tune_defaults --engine``).
     lm_engine_choices: Mapping[str, object] = MappingProxyType({})
 
     _parameter_constraints: dict = {
@@ -184,10 +184,10 @@ class _ULMFiTEstimator(BaseEstimator):
                 # otherwise every fit would draw a new seed and never reuse a cached language model.
                 ignore_seed=self.random_state is None, memory=self.memory, device=device,
                 parallel=self._parallel_directions(device, len(pretrained.models)), verbose=self.verbose)
-        vocabs, models, histories = (list(column) for column in zip(*fits))
+        vocabs, models, histories, lm_histories = (list(column) for column in zip(*fits))
         # Fitted attributes are set together at the end: a fit that fails leaves the estimator as it was.
         fitted = {**target_attributes, "tokenizer_": pretrained.tokenizer, "vocab_": vocabs, "models_": models,
-                  "history_": histories, "n_threads_": n_threads, "epochs_": epochs,
+                  "history_": histories, "lm_history_": lm_histories, "n_threads_": n_threads, "epochs_": epochs,
                   "precision_": precision, "bidirectional_": pretrained.bidirectional}
         for name, value in fitted.items():
             setattr(self, name, value)
@@ -357,6 +357,8 @@ class _ULMFiTEstimator(BaseEstimator):
             self.models_ = [TextClassifier.from_spec(spec) for spec in specs]
         if hasattr(self, "models_") and not hasattr(self, "bidirectional_"):  # fitted before "auto" existed
             self.bidirectional_ = len(self.models_) == 2
+        if hasattr(self, "models_") and not hasattr(self, "lm_history_"):  # fitted before it was recorded
+            self.lm_history_ = [{} for _ in self.models_]
 
 
 
@@ -427,7 +429,7 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         natively: GPUs that support it and CPUs with AVX512-BF16 or AMX. Elsewhere an explicit
         ``"bf16"`` is refused by ``fit`` with a ValueError (the CPU's LSTM kernels have no bf16 form
         there), and a model fitted in bf16 on other hardware predicts in fp32 with a warning.
-        ``benchmarks/accuracy.py`` checks bf16 accuracy against fp32.
+        ``benchmarks/accuracy/accuracy.py`` checks bf16 accuracy against fp32.
     max_vocab : int, default=30000
         Size limit of a word-level vocabulary (pretrained tokens plus new words from the training
         texts). A subword model's vocabulary is fixed: it has no unknown words to add.
@@ -472,8 +474,13 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
         The vocabulary (tokens -> ids) of each direction's model.
     models_ : list of TextClassifier
         The fine-tuned classifier of each direction (forward first).
-    history_ : list of dict
-        Loss (and validation accuracy) of every classifier epoch, per direction.
+    history_ : list of list of dict
+        Every classifier epoch of each direction: its layer groups trained (``trainable_groups``),
+        mean training loss, validation accuracy (with ``validation_fraction``) and ``seconds``.
+    lm_history_ : list of dict
+        The language-model fine-tuning of each direction: the mean loss of each epoch (``losses``)
+        and the stage's ``seconds`` (a language model reused from ``memory`` reports the fit that
+        fine-tuned it).
     n_threads_ : int
         Torch threads while fitting (with the directions in two processes, each used half).
     bidirectional_ : bool
@@ -677,7 +684,7 @@ validation_fraction, n_iter_no_change, memory, random_state, verbose
     y_mean_, y_scale_ : ndarray of shape (n_outputs,)
         Mean and standard deviation of each training target; a constant target (scale 0) is
         predicted as that constant.
-    tokenizer_, vocab_, models_, history_, n_threads_, bidirectional_, epochs_, precision_
+    tokenizer_, vocab_, models_, history_, lm_history_, n_threads_, bidirectional_, epochs_, precision_
         As in :class:`ULMFiTClassifier`; ``history_`` records ``valid_r2`` where the classifier
         records ``valid_accuracy``.
 

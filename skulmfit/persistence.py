@@ -11,7 +11,7 @@ which refuses anything else::
      or "targets": {"y_mean_": [...], "y_scale_": [...], ...} (a regressor's),
      "tokenizer": {...}, "vocabs": [[token, ...], ...],
      "models": [{"config": ..., "n_classes": ..., "bptt": ..., "max_len": ..., "state_dict": {...}}, ...],
-     "fitted": {"history_": ..., "n_threads_": ..., "epochs_": ..., "precision_": ..., "bidirectional_": ...}}
+     "fitted": {"history_": ..., "lm_history_": ..., "n_threads_": ..., "epochs_": ..., "precision_": ..., "bidirectional_": ...}}
 
 Weights are stored as CPU tensors in their own precision, so predictions after loading equal those
 before bit for bit, and a model fitted on a GPU loads on a machine without one.
@@ -48,7 +48,7 @@ from .text import Tokenizer
 from .vocab import Vocab
 
 FORMAT = "skulmfit-classifier-1"
-_FITTED = ("history_", "n_threads_", "epochs_", "precision_", "bidirectional_")
+_FITTED = ("history_", "lm_history_", "n_threads_", "epochs_", "precision_", "bidirectional_")
 _SNIFFED_BYTES = 1 << 24  # how much of an unreadable file is searched for the classes it names
 
 
@@ -485,9 +485,12 @@ def _regression_attributes(targets: dict, n_outputs: int) -> dict:
 
 
 def _fitted_attributes(payload: dict, n_models: int) -> dict:
-    """``history_``, ``n_threads_``, ``epochs_``, ``precision_`` and ``bidirectional_`` (two models)."""
+    """``history_``, ``lm_history_``, ``n_threads_``, ``epochs_``, ``precision_`` and ``bidirectional_``."""
     fitted = _field(payload, "fitted", dict)
     attributes = {"history_": _field(fitted, "history_", list, "fitted"),
+                  # files saved before the language-model stage was recorded lack it: nothing is known
+                  "lm_history_": _field(fitted, "lm_history_", list, "fitted")
+                  if "lm_history_" in fitted else [{} for _ in range(n_models)],
                   "n_threads_": _positive_int(fitted, "n_threads_", "fitted"),
                   "epochs_": _field(fitted, "epochs_", int, "fitted"),
                   "precision_": _field(fitted, "precision_", str, "fitted"),
@@ -496,6 +499,8 @@ def _fitted_attributes(payload: dict, n_models: int) -> dict:
                   if "bidirectional_" in fitted else n_models == 2}
     if attributes["precision_"] not in ("fp32", "bf16"):
         raise _Invalid(f"fitted.precision_ is {attributes['precision_']!r}, not 'fp32' or 'bf16'")
+    if len(attributes["lm_history_"]) != n_models or not all(isinstance(r, dict) for r in attributes["lm_history_"]):
+        raise _Invalid(f"fitted.lm_history_ must be a dict per model ({n_models})")
     if attributes["bidirectional_"] != (n_models == 2):
         raise _Invalid(f"fitted.bidirectional_ is {attributes['bidirectional_']}, but len(models) is {n_models}")
     return attributes

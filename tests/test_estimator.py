@@ -287,7 +287,8 @@ def test_bidirectional_with_two_processes_equals_one_after_the_other(binary_task
     sequential = ULMFiTClassifier(**params).fit(texts, y)
     parallel = ULMFiTClassifier(**params, n_jobs=2).fit(texts, y)
     assert torch.get_num_threads() == 1  # restored after the forward direction's half
-    assert parallel.history_ == sequential.history_
+    assert untimed(parallel.history_) == untimed(sequential.history_)
+    assert [r["losses"] for r in parallel.lm_history_] == [r["losses"] for r in sequential.lm_history_]
     np.testing.assert_array_equal(parallel.predict_proba(texts), sequential.predict_proba(texts))
     for ours, theirs in zip(parallel.models_, sequential.models_):
         for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
@@ -494,8 +495,9 @@ def test_a_model_pickled_before_n_jobs_max_tokens_and_auto_directions_loads_with
     state = fitted.__getstate__()
     del state["n_jobs"], state["max_tokens"]
     restored = ULMFiTClassifier.__new__(ULMFiTClassifier)
-    del state["bidirectional_"]
+    del state["bidirectional_"], state["lm_history_"]
     restored.__setstate__(state)
+    assert restored.lm_history_ == [{}]  # not recorded then
     assert restored.get_params()["n_jobs"] is None
     assert restored.get_params()["max_tokens"] == estimator_module.MAX_TOKENS
     assert restored.bidirectional_ is False  # from the number of fitted models
@@ -547,7 +549,8 @@ def test_same_random_state_gives_identical_results(fitted, tiny_weights, three_c
     texts, y = three_class_task
     again = make(tiny_weights).fit(texts, y)
     np.testing.assert_array_equal(again.predict_proba(texts), fitted.predict_proba(texts))
-    assert again.history_ == fitted.history_
+    assert untimed(again.history_) == untimed(fitted.history_)
+    assert [r["losses"] for r in again.lm_history_] == [r["losses"] for r in fitted.lm_history_]
     other = make(tiny_weights, random_state=1).fit(texts, y)
     assert not np.array_equal(other.predict_proba(texts), fitted.predict_proba(texts))
 
@@ -654,6 +657,24 @@ def test_validation_split_and_early_stopping(tiny_weights, three_class_task, mon
     assert np.bincount(valid_y).tolist() == [2, 2, 2]
 
 
+def untimed(history: list[list[dict]]) -> list[list[dict]]:
+    """``history_`` without the epochs' durations, which no two fits share."""
+    return [[{k: v for k, v in record.items() if k != "seconds"} for record in direction] for direction in history]
+
+
+def test_fit_records_how_long_each_stage_took(tiny_weights, three_class_task):
+    """Where a fit's time went: each classifier epoch's seconds, and the language model's stage."""
+    clf = make(tiny_weights, lm_epochs=2, epochs=2).fit(*three_class_task)
+    assert len(clf.history_) == len(clf.lm_history_) == len(clf.models_)
+    for history, lm_record in zip(clf.history_, clf.lm_history_):
+        assert [r["trainable_groups"] for r in history] == [1, 2, 3, 4, 4]
+        assert all(r["seconds"] > 0 for r in history)
+        assert len(lm_record["losses"]) == 2 and all(np.isfinite(lm_record["losses"]))
+        assert lm_record["seconds"] > 0
+    without_lm = make(tiny_weights, lm_epochs=0, epochs=2).fit(*three_class_task)
+    assert without_lm.lm_history_[0]["losses"] == [] and without_lm.lm_history_[0]["seconds"] >= 0
+
+
 def test_validation_fraction_too_small_to_split(tiny_weights):
     with pytest.raises(ValueError, match="cannot split"):
         # a stratified split needs at least one held-out text per class
@@ -725,7 +746,7 @@ def test_unlabeled_texts_feed_language_model_fine_tuning(tiny_weights, binary_ta
 
 
 class SampledSoftmax8(ULMFiTClassifier):
-    """Another engine choice, as benchmarks/tune_defaults.py --engine LM_SAMPLED_SOFTMAX=8 makes one."""
+    """Another engine choice, as benchmarks/accuracy/tune_defaults.py --engine LM_SAMPLED_SOFTMAX=8 makes one."""
 
     lm_engine_choices = {"sampled_softmax": 8}
 

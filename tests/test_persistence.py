@@ -64,6 +64,7 @@ def test_round_trip_is_bit_for_bit_for_every_label_type(tiny_weights, tmp_path, 
     assert loaded.classes_.dtype == clf.classes_.dtype and loaded.classes_.tolist() == clf.classes_.tolist()
     assert loaded.get_params() == {**clf.get_params(), "pretrained": str(tiny_weights)}  # paths come back as str
     assert loaded.history_ == clf.history_ and loaded.precision_ == clf.precision_
+    assert loaded.lm_history_ == clf.lm_history_ and "seconds" in loaded.lm_history_[0]
     assert loaded.bidirectional_ is clf.bidirectional_ is False
 
 
@@ -95,6 +96,16 @@ def test_a_regressor_and_a_multi_label_classifier_round_trip(tiny_weights, tmp_p
         np.testing.assert_array_equal(loaded.transform(TEXTS), fitted.transform(TEXTS))
     assert skulmfit.load(tmp_path / "regressor").predict(TEXTS).shape == (18, 2)
     assert sparse.issparse(skulmfit.load(tmp_path / "multilabel").predict(TEXTS))
+
+
+def test_a_file_saved_before_the_language_model_stage_was_recorded_loads(saved, binary_task, tmp_path):
+    clf, path = saved
+    payload = torch.load(path, weights_only=True)
+    del payload["fitted"]["lm_history_"]
+    torch.save(payload, tmp_path / "old")
+    loaded = skulmfit.load(tmp_path / "old")
+    assert loaded.lm_history_ == [{}]
+    np.testing.assert_array_equal(loaded.predict_proba(binary_task[0]), clf.predict_proba(binary_task[0]))
 
 
 def test_a_file_saved_before_auto_directions_existed_loads(saved, binary_task, tmp_path):
@@ -275,6 +286,8 @@ INCONSISTENT = {
     "three models": (lambda p: p.update(models=p["models"] * 3), "len(models) is 3"),
     "an unknown tokenizer": (lambda p: p.update(tokenizer={"kind": "bpe"}), "unknown tokenizer kind 'bpe'"),
     "an unknown precision": (lambda p: p["fitted"].update(precision_="fp64"), "fitted.precision_ is 'fp64'"),
+    "a language-model record per model missing": (lambda p: p["fitted"].update(lm_history_=[]),
+                                                   "fitted.lm_history_ must be a dict per model (1)"),
     "two directions stated, one stored": (lambda p: p["fitted"].update(bidirectional_=True),
                                           "fitted.bidirectional_ is True, but len(models) is 1"),
     # tensors against the stated sizes

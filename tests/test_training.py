@@ -14,6 +14,7 @@ from skulmfit.training import (
     fine_tune_language_model,
     inference_batches,
     lm_batch_size,
+    make_optimizer,
     pooled_features,
     predict_logits,
     train_classifier,
@@ -31,6 +32,31 @@ def toy_task(n, seed):
         doc[rng.integers(0, length)] = rng.integers(10, 20) + 10 * label
         docs.append(doc)
     return docs, labels
+
+
+def test_the_fused_optimizer_makes_adamws_updates_with_each_groups_rate():
+    """make_optimizer's fused kernel gives the per-tensor AdamW's updates (up to rounding), frozen groups untouched."""
+    ours, reference = small_classifier(seed=3), small_classifier(seed=3)
+    lrs = [1e-3, 2e-3, 4e-3, 8e-3]
+    fused = make_optimizer(ours.layer_groups(), lrs, weight_decay=0.01)
+    plain = torch.optim.AdamW([{"params": [p for m in group for p in m.parameters()], "lr": lr}
+                               for group, lr in zip(reference.layer_groups(), lrs)],
+                              betas=(0.7, 0.99), eps=1e-5, weight_decay=0.01, foreach=False)
+    assert fused.defaults["fused"] and [g["lr"] for g in fused.param_groups] == lrs
+    docs, y = toy_task(16, seed=0)
+    ids = torch.from_numpy(np.stack([np.resize(d, 12) for d in docs]))
+    lengths = torch.full((16,), 12)
+    for model, optimizer in ((ours, fused), (reference, plain)):
+        model.train()
+        model[0].encoder.weight.requires_grad_(False)  # a frozen group keeps its weights
+        for step in range(3):
+            torch.manual_seed(step)
+            optimizer.zero_grad()
+            F.cross_entropy(model(ids, lengths), torch.from_numpy(y)).backward()
+            optimizer.step()
+    for (name, a), b in zip(ours.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert torch.equal(ours[0].encoder.weight, small_classifier(seed=3)[0].encoder.weight)
 
 
 def small_classifier(n_classes=2, n_layers=2, seed=0, bptt=20, max_len=50):
