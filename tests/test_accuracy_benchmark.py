@@ -1,22 +1,13 @@
 """The accuracy benchmark's own parts, on tiny made-up data: no data folder, no network, no model."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+from benchmarks.accuracy import accuracy as accuracy_benchmark
 
 
 @pytest.fixture(scope="module")
 def accuracy():
-    spec = importlib.util.spec_from_file_location("accuracy_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return accuracy_benchmark
 
 
 def toy_dataset(accuracy, n_train=40, unlabeled=()):

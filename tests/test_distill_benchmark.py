@@ -1,18 +1,15 @@
-"""benchmarks/distill.py: the passages, the student's pooling, and a distillation run that pulls a
-tiny language model towards a (fake) teacher and resumes where it stopped."""
+"""benchmarks/pretraining/distill.py: the passages, the student's pooling, and a distillation run that
+pulls a tiny language model towards a (fake) teacher and resumes where it stopped."""
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from benchmarks.pretraining import distill
 from skulmfit.model import AWDLSTMConfig, TextClassifier
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-distill = pytest.importorskip("distill")
 
 SENTENCE = "The {} film was shown in {} cinemas across the whole country last year."
 
@@ -120,6 +117,21 @@ def test_the_control_arm_trains_the_language_model_alone(distillation_work, tiny
     card = json.loads((tmp_path / "out" / "control.bwd.json").read_text())
     assert card["direction"] == "backward" and card["distill_weight"] == 0.0
     assert card["log"][-1]["valid_perplexity"] < card["log"][0]["valid_perplexity"]
+
+
+def test_a_control_replays_an_arms_epoch_sizes_and_stops_where_it_stopped(distillation_work, tiny_weights, tmp_path):
+    """--epoch-sizes and --stop-after: the control reads the arm's batches under the arm's schedule."""
+    work, wiki = distillation_work
+    common = dict(teacher="minilm", init=str(tiny_weights), backwards=False, passages_seen=16 * 40, batch_size=16,
+                  lr=1e-2, wiki_dir=wiki, checkpoint_minutes=1e9, seed=0)
+    distill.train(work, tmp_path / "arm", name="arm", distill_weight=1.0, epoch_sizes=[64, 128], stop_after=10, **common)
+    distill.train(work, tmp_path / "control", name="control", distill_weight=0.0, epoch_sizes=[64, 128], stop_after=10,
+                  **common)
+    arm, control = (json.loads((tmp_path / n / f"{n}.fwd.json").read_text()) for n in ("arm", "control"))
+    for card in (arm, control):
+        assert card["passages_seen"] == 160 and card["epoch_sizes"] == [64, 128]  # 4 + 6 of its 8 batches
+        assert card["planned_passages"] == 640 and card["stop_after"] == 10
+    assert [e["step"] for e in control["log"]] == [0, 10]
 
 
 def test_the_probe_table_gives_each_model_its_mean_and_spread_per_budget(tmp_path):

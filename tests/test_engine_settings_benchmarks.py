@@ -1,23 +1,18 @@
-"""Engine and parameter arms of the diagnostic benchmarks: tune_defaults.py --engine, fit_time.py
---engine and --params."""
-import sys
-from pathlib import Path
-
+"""Engine and parameter arms of the diagnostic benchmarks: tune_defaults.py --engine (its helpers in
+benchmarks/common.py), fit_time.py --engine and --params."""
 import pytest
 from sklearn.base import clone
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-tune_defaults = pytest.importorskip("tune_defaults")
-fit_time = pytest.importorskip("fit_time")
-
-import skulmfit.engine  # noqa: E402
-from skulmfit import ULMFiTClassifier  # noqa: E402
+import skulmfit.engine
+from benchmarks import common
+from benchmarks.speed import fit_time
+from skulmfit import ULMFiTClassifier
 
 
 def test_tune_defaults_builds_a_classifier_of_other_engine_settings_and_refuses_other_names():
-    engine = tune_defaults.engine_settings(["LM_SAMPLED_SOFTMAX=0", "LM_DROP_SCALE=0.6"])
+    engine = common.engine_settings(["LM_SAMPLED_SOFTMAX=0", "LM_DROP_SCALE=0.6"])
     assert engine == {"LM_SAMPLED_SOFTMAX": 0, "LM_DROP_SCALE": 0.6}  # as the records keep them
-    arm = tune_defaults.engine_classifier(engine)
+    arm = common.engine_classifier(engine)
     assert issubclass(arm, ULMFiTClassifier)
     assert arm.lm_engine_choices == {"sampled_softmax": 0, "drop_scale": 0.6}  # fields of LMFineTuning
     model = arm(lm_epochs=3)
@@ -25,10 +20,10 @@ def test_tune_defaults_builds_a_classifier_of_other_engine_settings_and_refuses_
     # nothing is patched: the engine's defaults and the public estimator are as they were
     assert skulmfit.engine.LM_SAMPLED_SOFTMAX == 1024 and skulmfit.engine.LM_DROP_SCALE == 2.0
     assert ULMFiTClassifier.lm_engine_choices == {}
-    assert tune_defaults.engine_classifier({}) is ULMFiTClassifier
+    assert common.engine_classifier({}) is ULMFiTClassifier
     for wrong in ["NOT_A_CONSTANT=1", "lm_epochs=3", "np=1", "RANDOM_INIT_SIZES={}"]:
         with pytest.raises(SystemExit, match="not an engine constant"):
-            tune_defaults.engine_settings([wrong])
+            common.engine_settings([wrong])
 
 
 def test_fit_time_engine_arms():

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

@@ -2,16 +2,13 @@
 import csv
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-semi_supervised = pytest.importorskip("semi_supervised")
-
-from skulmfit.pretrain import main as pretrain  # noqa: E402
+from benchmarks.semi_supervised import semi_supervised
+from skulmfit.pretrain import main as pretrain
 
 TINY = ["--vocab-size", "64", "--min-freq", "1", "--emb-size", "8", "--hidden-size", "16", "--layers", "2",
         "--batch-size", "4", "--bptt", "8", "--warmup-tokens", "100", "--checkpoint-minutes", "0"]

@@ -1,22 +1,13 @@
 """The speed benchmark's own parts that need neither fastai nor data: FLOP counts, the ceiling, the table."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchmarks.speed import speed as speed_benchmark
 
 
 @pytest.fixture(scope="module")
 def speed():
-    sys.path.insert(0, str(BENCHMARKS))  # speed.py imports its sibling scripts
-    spec = importlib.util.spec_from_file_location("speed_benchmark", BENCHMARKS / "speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.path.remove(str(BENCHMARKS))
+    return speed_benchmark
 
 
 def test_forward_flops_count_every_lstm_gate_and_the_decoder(speed):
@@ -48,3 +39,42 @@ def test_table_lists_the_ceiling_after_the_cases(speed):
     lines = speed.table(results).splitlines()
     assert "| bundled | lm (tokens/s) | fp32 | 100.0 | 100.0 | 1.00 | 5 / 5 | - / - |" in lines
     assert "| square 2048 | 190 |" in lines
+
+
+def test_the_stage_profile_accounts_for_each_stage_of_each_direction(tmp_path, keyword_task):
+    """Fresh processes fit the tiny model pair on an SST-2-shaped folder: every stage is timed and the
+    table has a row per configuration."""
+    import csv
+    import json
+
+    from benchmarks.speed import stage_profile
+    from conftest import tiny_model_pair
+    from skulmfit.tokenizer import tokenize_many
+    from skulmfit.vocab import Vocab
+
+    texts, labels = keyword_task(60, seed=0)
+    (tmp_path / "data" / "sst2").mkdir(parents=True)
+    for name, rows in (("train", slice(0, 40)), ("dev", slice(40, 60))):
+        with open(tmp_path / "data" / "sst2" / f"{name}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows(zip(texts[rows], labels[rows]))
+    itos = Vocab.build(tokenize_many(texts), min_freq=1).itos
+    weights = tiny_model_pair(tmp_path / "models", "tiny", itos)  # a folder: both directions
+    tiny = json.dumps({"lm_epochs": 1, "epochs": 1, "batch_size": 8, "bptt": 10, "max_len": 50})
+    out = tmp_path / "profile.json"
+    stage_profile.main(["--data", str(tmp_path / "data"), "--dataset", "sst2", "--labels", "24", "--predict", "12",
+                        "--configs", "forward:1", "both:2", "--settings", tiny, "--pretrained", str(weights),
+                        "--out", str(out)])
+    records = json.loads(out.read_text())
+    assert [r["config"] for r in records] == ["forward:1", "both:2"]
+    for record in records:
+        assert [d["direction"] for d in record["directions"]] == (["forward"] if record["config"] == "forward:1"
+                                                                   else ["forward", "backward"])
+        for direction in record["directions"]:
+            assert direction["lm_fine_tuning"] > 0 and direction["classifier_epochs"] == 4
+            assert direction["classifier"] == pytest.approx(sum(direction["classifier_stages"].values()), abs=0.02)
+        assert record["seconds"]["fit"] > record["seconds"]["rest_of_fit"] >= 0
+        assert record["predicted"] == 12 and 0 <= record["accuracy"] <= 1
+    table = out.with_suffix(".md").read_text().splitlines()
+    assert len(table) == 4 and "forward:1" in table[2] and "both:2" in table[3]

@@ -1,12 +1,7 @@
 """The regression and multi-label benchmark's table: one row per method, model and direction count."""
 import json
-import sys
-from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-targets = pytest.importorskip("targets")
+from benchmarks.accuracy import targets
 
 
 def test_table_keeps_forward_and_bidirectional_runs_apart(tmp_path):

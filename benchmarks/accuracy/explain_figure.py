@@ -1,7 +1,7 @@
 """The README's picture of an explanation: a classifier fitted on IMDb reviews, one held-out review
 with each token coloured by its attribution (integrated gradients, ``ULMFiTClassifier.explain``).
 
-    python benchmarks/explain_figure.py --data ../shared/data --labels 1000
+    python -m benchmarks.accuracy.explain_figure --data ../shared/data --labels 1000
 
 Writes ``results/explanation.png`` and ``results/explanation.json`` (tokens, scores, the settings).
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from accuracy import read_csv  # same folder
+from benchmarks.common import read_csv
 from skulmfit import ULMFiTClassifier
 from skulmfit.environment import machine_description
 

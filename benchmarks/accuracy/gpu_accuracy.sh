@@ -7,15 +7,15 @@
 #
 # Here, once (IMDb's training and test reviews, recompressed with xz so that the working tree and
 # they fit the 64 MiB the device tool carries; .gpu/ is ignored by git):
-#     bash benchmarks/gpu_accuracy.sh --fetch ../shared/data
+#     bash benchmarks/accuracy/gpu_accuracy.sh --fetch ../shared/data
 # Then, with the device tool, from the repository root:
-#     run(command="bash benchmarks/gpu_accuracy.sh", carry=[".gpu/imdb-xz"], timeout_s=590)
+#     run(command="bash benchmarks/accuracy/gpu_accuracy.sh", carry=[".gpu/imdb-xz"], timeout_s=590)
 # The records come back as $OUT/accuracy_gpu.jsonl (each names the GPU in "machine"): append the
-# 2,000-review ones to benchmarks/results/accuracy.jsonl and the others to
-# benchmarks/results/semi_supervised_imdb.jsonl. MINUTES (default 9) bounds the whole command; a
-# run that would pass it is stopped and leaves no record.
+# 2,000-review ones to benchmarks/accuracy/results/accuracy.jsonl and the others to
+# benchmarks/semi_supervised/results/semi_supervised_imdb.jsonl. MINUTES (default 9) bounds the whole
+# command; a run that would pass it is stopped and leaves no record.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 
 if [ "${1:-}" = "--fetch" ]; then
   data=${2:?"give the data folder that holds imdb/"}
@@ -26,7 +26,7 @@ if [ "${1:-}" = "--fetch" ]; then
   exit 0
 fi
 
-[ -d .gpu/imdb-xz ] || { echo "no .gpu/imdb-xz: run 'bash benchmarks/gpu_accuracy.sh --fetch DATA' first" >&2; exit 2; }
+[ -d .gpu/imdb-xz ] || { echo "no .gpu/imdb-xz: run 'bash benchmarks/accuracy/gpu_accuracy.sh --fetch DATA' first" >&2; exit 2; }
 stop=$(( $(date +%s) + ${MINUTES:-9} * 60 ))
 out=${OUT:-cache/gpu-out}
 data=/tmp/skulmfit-data
@@ -39,10 +39,10 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 run() {
   local left=$(( stop - $(date +%s) ))
   if [ "$left" -lt 30 ]; then echo "no time left for: $*"; return 0; fi
-  timeout "$left" python3 benchmarks/accuracy.py --data "$data" --datasets imdb --max-test 2000 5000 0 \
+  timeout "$left" python3 -m benchmarks.accuracy.accuracy --data "$data" --datasets imdb --max-test 2000 5000 0 \
     --out "$out/accuracy_gpu.jsonl" "$@" || echo "stopped: $*"
 }
-run --methods bidirectional --set pretrained=benchmarks/models/imdb-lm-bs32 lm_epochs=0 --tag imdb-lm-bs32 \
+run --methods bidirectional --set pretrained=benchmarks/semi_supervised/models/imdb-lm-bs32 lm_epochs=0 --tag imdb-lm-bs32 \
     --budgets 100 500 1000 --seeds 0 1 2
 run --methods bidirectional --budgets 100 500 1000 --seeds 0 1 2
 run --methods skulmfit --budgets 100 500 1000 --seeds 0 1 2

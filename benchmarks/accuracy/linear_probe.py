@@ -6,9 +6,9 @@ For one label sample it fits ULMFiTClassifier three ways: the pretrained encoder
 on the sample) is trained on the concat-pooled features of ``transform``; the default fit's own head
 is scored too. If the linear probe on untouched features scores as the fine-tuned head does, the
 features are what limits accuracy, not the fine-tuning recipe. Validation splits as
-``tune_defaults.py``; one JSON record per fit appended to ``--out``.
+``tune_defaults``' (``benchmarks.common.tuning_split``); one JSON record per fit appended to ``--out``.
 
-    python benchmarks/linear_probe.py --data ../shared/data --dataset imdb --labels 100 --seeds 0 1 2
+    python -m benchmarks.accuracy.linear_probe --data ../shared/data --dataset imdb --labels 100 --seeds 0 1 2
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks.common import tuning_split
 from skulmfit import ULMFiTClassifier
 from skulmfit.environment import machine_description
-from tune_defaults import tuning_split  # same folder
 
 VARIANTS = {"pretrained-features": {"lm_epochs": 0, "epochs": 0}, "lm-fine-tuned-features": {"epochs": 0},
             "default": {}}

@@ -11,8 +11,8 @@ Reuters-21578 topics, each against a tuned TF-IDF baseline, on identical splits 
 
 One JSON record per run is appended to ``--out``; ``--table`` writes the markdown summary.
 
-    python benchmarks/targets.py --data ../shared/data --tasks ratings --budgets 500 2000 --seeds 0 1 2
-    python benchmarks/targets.py --data ../shared/data --tasks reuters --budgets 1000 all --seeds 0
+    python -m benchmarks.accuracy.targets --data ../shared/data --tasks ratings --budgets 500 2000 --seeds 0 1 2
+    python -m benchmarks.accuracy.targets --data ../shared/data --tasks reuters --budgets 1000 all --seeds 0
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from accuracy import git_commit, read_rows  # same folder
+from benchmarks.common import git_commit, read_rows
 from skulmfit import ULMFiTClassifier, ULMFiTRegressor
 from skulmfit.environment import machine_description
 from skulmfit.pretrained import DEFAULT_MODEL

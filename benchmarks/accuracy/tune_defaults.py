@@ -7,20 +7,20 @@ other training texts of the pool (outside its sample, never a validation text) a
 tune the semi-supervised path. One JSON record per run goes to ``--out``; the summary prints the mean
 validation accuracy per setting and dataset.
 
-    python benchmarks/tune_defaults.py --data ../shared/data --datasets sst2 trec --seeds 0 1 \\
+    python -m benchmarks.accuracy.tune_defaults --data ../shared/data --datasets sst2 trec --seeds 0 1 \\
         --settings '{}' '{"lr": 0.02}' '{"drop_mult": 0.2}'
-    python benchmarks/tune_defaults.py --data ../shared/data --datasets sst2 --labels 500 --unlabeled 5000 \\
+    python -m benchmarks.accuracy.tune_defaults --data ../shared/data --datasets sst2 --labels 500 --unlabeled 5000 \\
         --settings '{"lm_epochs": 2}' '{"lm_epochs": 6}'
 
 ``--engine NAME=VALUE`` fits with another value of one of ``skulmfit.engine``'s constants that are no
 parameters (``LM_SAMPLED_SOFTMAX=0``, ``LM_DROP_SCALE=0.6``), to compare such a choice; records keep it.
-The classifier is then a subclass whose ``lm_engine_choices`` name the value (the field of
-``skulmfit.engine.LMFineTuning`` the constant is the default of); the constant itself is never changed.
+The classifier is then a subclass (``benchmarks.common.engine_classifier``) whose ``lm_engine_choices``
+name the value (the field of ``skulmfit.engine.LMFineTuning`` the constant is the default of); the
+constant itself is never changed.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import time
@@ -30,25 +30,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-import skulmfit.engine
-from accuracy import read_csv  # same folder
-from skulmfit import ULMFiTClassifier
+from benchmarks.common import engine_classifier, engine_settings, tuning_split
 from skulmfit.environment import machine_description
 from skulmfit.pretrained import resolve
-
-HELD_OUT = {"trec": ("trec/train.csv", 1000), "imdb": ("imdb/train.csv.gz", 2000)}  # training texts kept for validation
-
-
-def tuning_split(data: Path, dataset: str) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
-    """(training pool, labels, validation texts, labels); the test sets stay untouched."""
-    if dataset == "sst2":
-        X, y = read_csv(data / "sst2" / "train.csv")
-        X_valid, y_valid = read_csv(data / "sst2" / "dev.csv")
-        return X, y, X_valid, y_valid
-    path, n_valid = HELD_OUT[dataset]
-    X, y = read_csv(data / path)
-    pool, valid = train_test_split(np.arange(len(y)), test_size=n_valid, stratify=y, random_state=12345)
-    return [X[i] for i in pool], y[pool], [X[i] for i in valid], y[valid]
 
 
 def main() -> None:
@@ -91,37 +75,6 @@ def main() -> None:
                 print(json.dumps({k: record[k] for k in ("dataset", "seed", "setting", "valid_accuracy", "seconds")}),
                       flush=True)
     summarize(args.out)
-
-
-def engine_settings(assignments: list[str]) -> dict:
-    """``["LM_SAMPLED_SOFTMAX=0", ...]`` -> ``{"LM_SAMPLED_SOFTMAX": 0, ...}``, each name checked to be a
-    constant of ``skulmfit.engine`` that :func:`engine_classifier` can vary (values as JSON)."""
-    engine = {}
-    for assignment in assignments:
-        name, _, value = assignment.partition("=")
-        if name not in _engine_constants():
-            raise SystemExit(f"--engine {assignment}: {name!r} is not an engine constant of skulmfit.engine "
-                             f"(one of {', '.join(sorted(_engine_constants()))})")
-        engine[name] = json.loads(value)
-    return engine
-
-
-def engine_classifier(engine: dict) -> type[ULMFiTClassifier]:
-    """``ULMFiTClassifier``, or a subclass that fine-tunes language models with the constants' values in
-    ``engine`` (from :func:`engine_settings`) in place of their defaults."""
-    if not engine:
-        return ULMFiTClassifier
-    fields = _engine_constants()
-    choices = {fields[name]: value for name, value in engine.items()}
-    return type("EngineArm", (ULMFiTClassifier,), {"lm_engine_choices": choices, "__module__": __name__})
-
-
-def _engine_constants() -> dict[str, str]:
-    """``{constant of skulmfit.engine: the field of LMFineTuning it is the default of}``."""
-    defaults = {f.name: f.default for f in dataclasses.fields(skulmfit.engine.LMFineTuning)
-                if f.default is not dataclasses.MISSING}
-    return {f"LM_{name.upper()}": name for name, default in defaults.items()
-            if getattr(skulmfit.engine, f"LM_{name.upper()}", None) == default}
 
 
 def summarize(path: Path) -> None:

@@ -14,7 +14,8 @@ Batches come from each arm's real token cache (``SIZE:N=CACHE``, a folder writte
 sampled softmax's cost depends on how many distinct targets a batch has, and Zipf batches overstate
 it (they measured a 16k:1024 arm at 1.43x the word-8k speed; real pretraining ran it at 1.24x).
 
-    python benchmarks/arm_budgets.py --vocab-sizes 8000=cache/corpus-word8k 16000:1024=cache/corpus-sub16000 \
+    python -m benchmarks.pretraining.arm_budgets \
+        --vocab-sizes 8000=cache/corpus-word8k 16000:1024=cache/corpus-sub16000 \
         --reference-tokens-per-s 18170 --minutes 60 --bf16
 """
 from __future__ import annotations

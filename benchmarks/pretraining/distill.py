@@ -3,16 +3,16 @@
 Step by step (each command resumes where it stopped and writes under ``WORK``, outside git)::
 
     # 1. passages: Wikipedia sentences (6-64 words), drawn and shuffled with seed 0
-    python benchmarks/distill.py corpus WIKI_DIR WORK --passages 1000000
+    python -m benchmarks.pretraining.distill corpus WIKI_DIR WORK --passages 1000000
     #    or, the in-domain arm, sentences of unlabelled reviews (held-out passages stay Wikipedia's)
-    python benchmarks/distill.py corpus WIKI_DIR WORK_REVIEWS --reviews IMDB_DIR/unsup.csv.gz
+    python -m benchmarks.pretraining.distill corpus WIKI_DIR WORK_REVIEWS --reviews IMDB_DIR/unsup.csv.gz
     # 2. the teacher's normalised embeddings of them, fp16, in resumable chunks of 10,000
-    python benchmarks/distill.py encode WORK [--threads 1] [--limit N]
+    python -m benchmarks.pretraining.distill encode WORK [--threads 1] [--limit N]
 
     # 3. the student: wiki-en-sub continued with the LM loss plus (weight > 0) the distillation term
-    python benchmarks/distill.py train WORK OUT --distill-weight 1 --passages-seen 2000000
+    python -m benchmarks.pretraining.distill train WORK OUT --distill-weight 1 --passages-seen 2000000
     # 4. frozen pooled features + logistic regression at 100 / 500 labels on the validation sets
-    python benchmarks/distill.py probe WORK --data DATA_DIR --models wiki-en-sub OUT/NAME.fwd.pt teacher
+    python -m benchmarks.pretraining.distill probe WORK --data DATA_DIR --models wiki-en-sub OUT/NAME.fwd.pt teacher
 
 ``corpus`` writes ``WORK/passages.txt`` (one passage per line, in encoding order: the first chunks
 are a uniform sample of the whole corpus, so a run stopped early still has one) and
@@ -29,7 +29,7 @@ linear projection to the teacher's width, pulled to the teacher's embedding by `
 times ``--distill-weight`` (0: the control arm, the LM loss alone on the same batches). A
 checkpoint (model, projection, optimizer, step) goes to ``WORK/runs/NAME`` every few minutes;
 the fp16 weights and card (with the projection's, the corpus checksum, held-out perplexity and
-cosine to the teacher) go to ``OUT``. ``probe`` writes ``benchmarks/results/distill_probe.jsonl``.
+cosine to the teacher) go to ``OUT``. ``probe`` writes ``benchmarks/pretraining/results/distill_probe.jsonl``.
 
 Needs the ``distill`` extra (sentence-transformers and the all-MiniLM-L6-v2 weights package);
 ``skulmfit`` itself never imports them. SST-2 text is never read here.
@@ -320,11 +320,15 @@ class Passages:
 
 
 def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backwards: bool, distill_weight: float,
-          passages_seen: int, batch_size: int, lr: float, wiki_dir: Path, checkpoint_minutes: float, seed: int) -> None:
+          passages_seen: int, batch_size: int, lr: float, wiki_dir: Path, checkpoint_minutes: float, seed: int,
+          epoch_sizes: list[int] | None = None, stop_after: int | None = None) -> None:
     """Continues ``init`` on the encoded passages; resumable from ``WORK/runs/NAME/checkpoint.pt``.
 
     Each epoch reads every passage encoded when it starts (its size is recorded, so a resumed run
-    replays the same batches): a run may start while ``encode`` is still going.
+    replays the same batches): a run may start while ``encode`` is still going. ``epoch_sizes``
+    replays another run's sizes (a control arm then reads that arm's batches); ``stop_after`` ends
+    the run after that many steps, its rate schedule still the one planned for ``passages_seen``
+    (to match an arm that was stopped early).
     """
     import torch
     from skulmfit.batching import pad_batch
@@ -341,7 +345,7 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
     valid_docs = tokenized(student, read_lines(work / "valid_passages.txt"))
     valid_stream = wiki_valid_stream(student, wiki_dir)
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
-    state = {"step": 0, "epoch": 0, "index": 0, "epoch_sizes": [], "log": [], "seconds": 0.0}
+    state = {"step": 0, "epoch": 0, "index": 0, "epoch_sizes": list(epoch_sizes or []), "log": [], "seconds": 0.0}
     if checkpoint is not None:
         student.lm.load_state_dict(checkpoint["model"])
         student.projection.load_state_dict(checkpoint["projection"])
@@ -351,14 +355,15 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
         state["log"].append(evaluation(student, valid_docs, valid_targets, valid_stream, step=0, seconds=0.0))
         print(json.dumps(state["log"][-1]), flush=True)
     n_steps = passages_seen // batch_size
+    last_step = min(n_steps, stop_after or n_steps)
     warmup = min(200, max(1, n_steps // 10))  # steps
     started, last_save = time.perf_counter() - state["seconds"], time.perf_counter()
     settings = {"name": name, "teacher": teacher, "init": init, "backwards": backwards,
                 "distill_weight": distill_weight, "batch_size": batch_size, "lr": lr, "seed": seed,
-                "planned_passages": n_steps * batch_size}
+                "planned_passages": n_steps * batch_size, "stop_after": stop_after}
     sampled = None
     student.lm.train()
-    while state["step"] < n_steps:
+    while state["step"] < last_step:
         if state["epoch"] == len(state["epoch_sizes"]):
             state["epoch_sizes"].append(corpus.available())
         corpus.grow_to(state["epoch_sizes"][state["epoch"]])
@@ -368,7 +373,7 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
                                      1024)
         lengths = np.array([len(doc) for doc in corpus.docs[:size]])
         batches = length_batches(lengths, batch_size, np.random.default_rng([seed, state["epoch"]]))
-        while state["index"] < len(batches) and state["step"] < n_steps:
+        while state["index"] < len(batches) and state["step"] < last_step:
             rows = batches[state["index"]]
             torch.manual_seed(seed * 1_000_003 + state["step"])
             ids, batch_lengths = pad_batch(corpus.docs, rows, backwards=backwards)
@@ -388,7 +393,7 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
             optimizer.step()
             state["step"] += 1
             state["index"] += 1
-            if time.perf_counter() - last_save > checkpoint_minutes * 60 or state["step"] == n_steps:
+            if time.perf_counter() - last_save > checkpoint_minutes * 60 or state["step"] == last_step:
                 state["seconds"] = time.perf_counter() - started
                 state["log"].append({**evaluation(student, valid_docs, valid_targets, valid_stream,
                                                   step=state["step"], seconds=state["seconds"]),
@@ -449,8 +454,8 @@ def probe(work: Path, data: Path, models: list[str], labels: list[int], seeds: l
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from benchmarks.common import tuning_split
     from skulmfit.environment import machine_description
-    from tune_defaults import tuning_split  # same folder
     warnings.filterwarnings("ignore", category=FutureWarning)  # LogisticRegressionCV's transition notices
     for dataset in PROBE_SETS:
         X, y, X_valid, y_valid = tuning_split(data, dataset)
@@ -542,6 +547,8 @@ def main(argv: list[str] | None = None) -> None:
     training.add_argument("--threads", type=int, default=None)
     training.add_argument("--checkpoint-minutes", type=float, default=10.0)
     training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--epoch-sizes", type=int, nargs="+", help="replay another run's epoch sizes (its card)")
+    training.add_argument("--stop-after", type=int, help="stop after this many steps (the schedule stays planned)")
     probing = commands.add_parser("probe", help="frozen features + logistic regression on validation sets")
     probing.add_argument("work", type=Path)
     probing.add_argument("--data", type=Path, required=True)
@@ -565,7 +572,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "train":
         train(args.work, args.out, name=args.name, teacher=args.teacher, init=args.init, backwards=args.backwards,
               distill_weight=args.distill_weight, passages_seen=args.passages_seen, batch_size=args.batch_size,
-              lr=args.lr, wiki_dir=args.wiki, checkpoint_minutes=args.checkpoint_minutes, seed=args.seed)
+              lr=args.lr, wiki_dir=args.wiki, checkpoint_minutes=args.checkpoint_minutes, seed=args.seed,
+              epoch_sizes=args.epoch_sizes, stop_after=args.stop_after)
     elif args.command == "probe":
         probe(args.work, args.data, args.models, args.labels, args.seeds, args.out)
     else:

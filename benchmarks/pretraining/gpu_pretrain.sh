@@ -3,17 +3,17 @@
 #
 # Here, once (copies Wikipedia shards -- and optionally a reviews shard -- into .gpu/corpus, which git
 # ignores; the device tool carries at most 64 MiB, so 4 of the 8 training shards go):
-#     bash benchmarks/gpu_pretrain.sh --fetch ../shared/data/lm-corpus/wikipedia-en [CORPUS_WITH_REVIEWS_DIR]
+#     bash benchmarks/pretraining/gpu_pretrain.sh --fetch ../shared/data/lm-corpus/wikipedia-en [CORPUS_WITH_REVIEWS_DIR]
 # Then, with the device tool, from the repository root (NAME is the model under skulmfit/weights):
-#     run(command="bash benchmarks/gpu_pretrain.sh NAME 3.5", carry=[".gpu"], timeout_s=560)
+#     run(command="bash benchmarks/pretraining/gpu_pretrain.sh NAME 3.5", carry=[".gpu"], timeout_s=560)
 # Each direction trains for the given minutes from the committed weights (--init: same tokenizer and
 # vocabulary, the learning-rate schedule continues from the tokens the card records) with a batch
 # four times the CPU's. The new weights and cards come back under $OUT: copy them over
-# skulmfit/weights/, then run benchmarks/lm_eval.py --update-cards before committing.
+# skulmfit/weights/, then run python -m benchmarks.pretraining.lm_eval --update-cards before committing.
 # Sizes and options follow the committed card's "training" entry. Not run yet: no device has been
 # lent to this project.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 
 if [ "${1:-}" = "--fetch" ]; then
   wiki=${2:?"give the Wikipedia corpus folder"}
@@ -27,7 +27,7 @@ fi
 
 name=${1:?"give the model name, e.g. wiki-en-small"}
 minutes=${2:-3.5}
-[ -d .gpu/corpus ] || { echo "no .gpu/corpus: run 'bash benchmarks/gpu_pretrain.sh --fetch ...' first" >&2; exit 2; }
+[ -d .gpu/corpus ] || { echo "no .gpu/corpus: run 'bash benchmarks/pretraining/gpu_pretrain.sh --fetch ...' first" >&2; exit 2; }
 out=${OUT:-cache/gpu-out}
 mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1

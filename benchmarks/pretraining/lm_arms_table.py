@@ -1,8 +1,9 @@
 """The language-model arms table: intrinsic figures (lm_eval.py) beside downstream validation accuracy
 (tune_defaults.py), one row per arm, written as markdown.
 
-    python benchmarks/lm_arms_table.py --eval results/lm_arms_eval_*.json --runs results/lm_arms.jsonl \\
-        --arms a-word8k=arm-a-word8k.fwd.pt b-sub8k=arm-b-sub8k.fwd.pt --out results/lm_arms.md
+    R=benchmarks/pretraining/results
+    python -m benchmarks.pretraining.lm_arms_table --eval $R/lm_arms_eval_*.json --runs $R/lm_arms.jsonl \\
+        --arms a-word8k=arm-a-word8k.fwd.pt b-sub8k=arm-b-sub8k.fwd.pt --out $R/lm_arms.md
 """
 from __future__ import annotations
 

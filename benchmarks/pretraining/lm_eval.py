@@ -4,7 +4,8 @@ Evaluates each weight file on (a) a held-out shard of the pretraining corpus (``
 e.g. the Wikipedia ``valid.txt.gz``) and (b) WikiText-2 test (``--wikitext``), detokenized
 first (``@-@`` markers, `` 's`` and spaces before punctuation undone) so that skulmfit's own
 tokenizer sees running text. Each model reads the text through its own tokenizer (word-level or
-subword), so three figures are reported:
+subword), so three figures are reported (by ``benchmarks.common.evaluate_model``, which the
+semi-supervised benchmark uses too):
 
 * ``bits_per_char``: the model's total loss in bits over the number of characters of the text
   (one more per line, for its start). A word-level model's ``xxunk`` costs it nothing for
@@ -21,7 +22,8 @@ subword), so three figures are reported:
 
 Results go to JSON and into the models' cards.
 
-    python benchmarks/lm_eval.py skulmfit/weights/wiki-en-small.fwd.pt skulmfit/weights/wiki-en-small.bwd.pt \\
+    python -m benchmarks.pretraining.lm_eval \\
+        skulmfit/weights/wiki-en-small.fwd.pt skulmfit/weights/wiki-en-small.bwd.pt \\
         --valid ../shared/data/lm-corpus/wikipedia-en/valid.txt.gz \\
         --wikitext ../shared/data/lm-corpus/wikitext-2/wiki.test.tokens
 """
@@ -30,21 +32,16 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import re
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import evaluate_model, read_csv
 from skulmfit.environment import machine_description
-from skulmfit.pretrained import PretrainedLM, load_weights
-from skulmfit.tokenizer import tokenize_many
-from skulmfit.training import evaluate_language_model
+from skulmfit.pretrained import load_weights
 from skulmfit.vocab import Vocab
-
-LN2 = math.log(2)
 
 
 def detokenize_wikitext(line: str) -> str:
@@ -71,55 +68,6 @@ def read_lines(path: Path, max_tokens_hint: int) -> list[str]:
 
 def evaluate(weights: Path, texts: list[str]) -> dict:
     return evaluate_model(load_weights(weights), texts)
-
-
-def evaluate_model(lm: PretrainedLM, texts: list[str]) -> dict:
-    """Bits per character, per-word and per-token perplexity and unknown-token rate on ``texts``."""
-    vocab = Vocab(lm.itos)
-    ids = np.concatenate(vocab.numericalize_many(lm.tokenizer.tokenize_many(texts)))
-    if lm.backwards:
-        ids = ids[::-1].copy()
-    model = lm.build()
-    start = time.perf_counter()
-    loss = evaluate_language_model(model, ids, batch_size=32, bptt=70)
-    total_nats = loss * (len(ids) - 1)  # the mean runs over every token but the first
-    n_chars = sum(len(t) + 1 for t in texts)
-    words = [token for doc in tokenize_many(texts) for token in doc]
-    n_words = len(words)
-    spelling = 0.0 if lm.tokenizer.subword else spelling_bits([w for w in words if w not in vocab], words)
-    return {"bits_per_char": round(total_nats / LN2 / n_chars, 4),
-            "open_bits_per_char": round((total_nats / LN2 + spelling) / n_chars, 4),
-            "word_perplexity": round(math.exp(total_nats / n_words), 2),
-            "perplexity": round(math.exp(loss), 2), "tokens": int(len(ids)), "words": n_words, "chars": n_chars,
-            "unknown_rate": round(float(np.mean(ids == vocab.unk_id)), 4),
-            "seconds": round(time.perf_counter() - start, 1)}
-
-
-def spelling_bits(unknown: list[str], words: list[str]) -> float:
-    """Bits to spell out the ``unknown`` words (each character, then an end mark) under a character
-    trigram model of ``words``, interpolated with the bigram and unigram (weights 0.6 / 0.3 / 0.1)."""
-    unigram, bigram, trigram = Counter(), Counter(), Counter()
-    for word in words:
-        chars = ["^", "^", *word, "$"]
-        for a, b, c in zip(chars, chars[1:], chars[2:]):
-            unigram[c] += 1
-            bigram[b, c] += 1
-            trigram[a, b, c] += 1
-    total = sum(unigram.values())
-    context1, context2 = Counter(), Counter()
-    for (b, _), n in bigram.items():
-        context1[b] += n
-    for (a, b, _), n in trigram.items():
-        context2[a, b] += n
-
-    def bits(a: str, b: str, c: str) -> float:
-        uni = (unigram[c] + 1) / (total + len(unigram) + 1)  # add-one: a character never seen still costs bits
-        p = 0.1 * uni
-        p += 0.3 * bigram[b, c] / context1[b] if context1[b] else 0.3 * uni
-        p += 0.6 * trigram[a, b, c] / context2[a, b] if context2[a, b] else 0.6 * uni
-        return -math.log2(p)
-    return sum(bits(a, b, c) for word in unknown
-               for a, b, c in zip(["^", "^", *word], ["^", *word], [*word, "$"]))
 
 
 def load_seconds(weights: Path, repeats: int = 3) -> float:
@@ -158,7 +106,6 @@ def main():
              "wikitext2_test": [detokenize_wikitext(t) for t in read_lines(args.wikitext, args.max_words)]}
     task_texts = {}
     if args.classification:
-        from accuracy import read_csv  # same folder
         task_texts = {name: read_csv(args.classification / path)[0] for name, path in
                       (("trec", "trec/train.csv"), ("sst2", "sst2/train.csv"), ("imdb", "imdb/train.csv.gz"))}
     results = {"machine": machine_description(), "models": {}}

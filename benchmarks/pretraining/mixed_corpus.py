@@ -5,8 +5,8 @@ column, such as IMDb's 50,000 unlabelled ``unsup.csv.gz``, never a test split) b
 training shard, one review per line. Validation stays Wikipedia only, so that bits per character
 compare with the Wikipedia-only arms.
 
-    python benchmarks/mixed_corpus.py ../shared/data/lm-corpus/wikipedia-en ../shared/data/imdb/unsup.csv.gz \\
-        cache/corpus-src/wiki-imdb
+    python -m benchmarks.pretraining.mixed_corpus \\
+        ../shared/data/lm-corpus/wikipedia-en ../shared/data/imdb/unsup.csv.gz cache/corpus-src/wiki-imdb
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import argparse
 import gzip
 from pathlib import Path
 
-from accuracy import read_rows  # same folder
+from benchmarks.common import read_rows
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ at the end, tokens/s and parameter counts go to ``results/pretrain_sizes.json`` 
 table ``results/pretrain_sizes.md``. All sizes share the cached vocabulary, so their perplexities
 are comparable. Run it on an otherwise idle machine.
 
-    python benchmarks/pretrain_sizes.py ../shared/data/lm-corpus/wikipedia-en --cache cache/pretrain \\
+    python -m benchmarks.pretraining.pretrain_sizes ../shared/data/lm-corpus/wikipedia-en --cache cache/pretrain \\
         --work cache/sizes --minutes 12
 """
 from __future__ import annotations
@@ -109,7 +109,8 @@ def main() -> None:
         card = json.loads(card_path.read_text())
         card["size_comparison"] = {"minutes_each": args.minutes, "machine": report["machine"],
                                    "results": [{k: v for k, v in r.items() if k != "log"} for r in results],
-                                   "command": "benchmarks/pretrain_sizes.py", "table": table(results, args.minutes)}
+                                   "command": "python -m benchmarks.pretraining.pretrain_sizes",
+                                   "table": table(results, args.minutes)}
         card_path.write_text(json.dumps(card, indent=2))
 
 

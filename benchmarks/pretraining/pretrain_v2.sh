@@ -2,8 +2,8 @@
 # Pretrain the v2 language model on CPU, both directions side by side (one core each), in the
 # background, resumable across sessions and machines.
 #
-#     bash benchmarks/pretrain_v2.sh NAME EMB HIDDEN PLANNED_TOKENS HOURS WIKIPEDIA_DIR
-# e.g. bash benchmarks/pretrain_v2.sh wiki-en-sub 128 384 300e6 2.5 ../shared/data/lm-corpus/wikipedia-en
+#     bash benchmarks/pretraining/pretrain_v2.sh NAME EMB HIDDEN PLANNED_TOKENS HOURS WIKIPEDIA_DIR
+# e.g. bash benchmarks/pretraining/pretrain_v2.sh wiki-en-sub 128 384 300e6 2.5 ../shared/data/lm-corpus/wikipedia-en
 #
 # Each direction resumes from, in this order: its full checkpoint in cache/v2-NAME (same machine);
 # its committed weights skulmfit/weights/NAME.DIR.pt (--init: a fresh optimizer, the card's token
@@ -14,7 +14,7 @@
 # checkpoint; before a session ends, copy them over skulmfit/weights/ (promote_model.py) and commit.
 # Logs: cache/v2-NAME/{fwd,bwd}.log.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 name=${1:?name} emb=${2:?emb size} hidden=${3:?hidden size} planned=${4:?planned tokens} hours=${5:?hours}
 corpus=$(realpath "${6:?Wikipedia corpus folder}")
 work=cache/v2-$name

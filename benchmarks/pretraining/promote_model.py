@@ -1,10 +1,10 @@
 """Copy a pretrained model (weights + card from ``python -m skulmfit.pretrain``) into the package under a
 bundled name, so that ``pretrained=NAME`` finds it.
 
-    python benchmarks/promote_model.py cache/arms/b-sub8k/arm-b-sub8k.fwd.pt wiki-en-sub
+    python -m benchmarks.pretraining.promote_model cache/arms/b-sub8k/arm-b-sub8k.fwd.pt wiki-en-sub
 
 The card keeps its training record and measurements; its name, file and checksum are rewritten.
-Run ``benchmarks/lm_eval.py skulmfit/weights/NAME.*.pt ... --update-cards`` afterwards.
+Run ``python -m benchmarks.pretraining.lm_eval skulmfit/weights/NAME.*.pt ... --update-cards`` afterwards.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from skulmfit.pretrained import load_weights, sha256
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "skulmfit" / "weights"
+WEIGHTS = Path(__file__).resolve().parents[2] / "skulmfit" / "weights"
 
 
 def main() -> None:

@@ -8,32 +8,33 @@ weights with ``lm_epochs=0``. Three steps:
 
     # 1. The corpus: the 50,000 unlabelled reviews and the training reviews (labels unused; never
     #    the test split), shuffled, one per line; 2,000 training reviews held out as validation.
-    python benchmarks/semi_supervised.py corpus --data ../shared/data --out cache/imdb-corpus
+    python -m benchmarks.semi_supervised.semi_supervised corpus --data ../shared/data --out cache/imdb-corpus
     # 2. Fine-tune the Wikipedia-only bundled model on it (40 min on one EPYC core; rerun to resume).
     python -m skulmfit.pretrain cache/imdb-corpus cache/imdb-lm --name imdb-lm --cache cache/imdb-cache \\
         --init wiki-en-sub --fine-tune --epochs 1 --lr 2e-3 --lr-factor 2.6 --drop-mult 0.3 \\
         --sampled-softmax 1024 --bf16 --threads 1 --checkpoint-minutes 8
     #    (the other arms: imdb-lm-2ep, --epochs 2, 74 min; imdb-lm-bs32, --lr 5e-3 --batch-size 32, 32 min,
     #    and its backward model; imdb-lm-bs32-2ep, the same over 2 epochs, 67 min, the best on
-    #    validation; benchmarks/models/README.md has their commands)
+    #    validation; benchmarks/semi_supervised/models/README.md has their commands)
     # 3. Validation (held-out training reviews, never the test split): bits per character of each
     #    model on them, and classifiers trained on labelled budgets drawn outside them.
-    python benchmarks/semi_supervised.py validate --data ../shared/data --corpus cache/imdb-corpus \\
-        --models wiki-en-sub cache/imdb-lm/imdb-lm.fwd.pt --budget 100 --seeds 0 1 2
+    python -m benchmarks.semi_supervised.semi_supervised validate --data ../shared/data \\
+        --corpus cache/imdb-corpus --models wiki-en-sub cache/imdb-lm/imdb-lm.fwd.pt --budget 100 --seeds 0 1 2
 
-Test-set numbers come from ``benchmarks/accuracy.py`` on a stratified sample of 5,000 test reviews,
-all into ``results/semi_supervised_imdb.jsonl`` (``O``):
+Test-set numbers come from ``benchmarks/accuracy/accuracy.py`` on a stratified sample of 5,000 test
+reviews, all into ``benchmarks/semi_supervised/results/semi_supervised_imdb.jsonl`` (``O``), with the
+fine-tuned models of ``benchmarks/semi_supervised/models/`` (``M``):
 
-    A="python benchmarks/accuracy.py --data ../shared/data --datasets imdb --max-test 5000 --out $O"
-    $A --methods skulmfit --tag imdb-lm --set pretrained=benchmarks/models/imdb-lm.fwd.pt lm_epochs=0 \
+    A="python -m benchmarks.accuracy.accuracy --data ../shared/data --datasets imdb --max-test 5000 --out $O"
+    $A --methods skulmfit --tag imdb-lm --set pretrained=$M/imdb-lm.fwd.pt lm_epochs=0 \
         --budgets 100 500 1000                                      # semi-supervised
-    $A --methods skulmfit --tag imdb-lm-2ep --set pretrained=benchmarks/models/imdb-lm-2ep.fwd.pt lm_epochs=0 \
+    $A --methods skulmfit --tag imdb-lm-2ep --set pretrained=$M/imdb-lm-2ep.fwd.pt lm_epochs=0 \
         --budgets 100 500 1000 --max-test 2000 5000                 # semi-supervised, two epochs
-    $A --methods skulmfit --tag imdb-lm-bs32 --set pretrained=benchmarks/models/imdb-lm-bs32/imdb-lm-bs32.fwd.pt lm_epochs=0 \
+    $A --methods skulmfit --tag imdb-lm-bs32 --set pretrained=$M/imdb-lm-bs32/imdb-lm-bs32.fwd.pt lm_epochs=0 \
         --budgets 100 500 1000 --max-test 2000 5000                 # semi-supervised, lr 5e-3, batch 32
-    $A --methods skulmfit --tag imdb-lm-bs32-2ep --set pretrained=benchmarks/models/imdb-lm-bs32-2ep/imdb-lm-bs32-2ep.fwd.pt \
+    $A --methods skulmfit --tag imdb-lm-bs32-2ep --set pretrained=$M/imdb-lm-bs32-2ep/imdb-lm-bs32-2ep.fwd.pt \
         lm_epochs=0 --budgets 100 500 1000 --max-test 2000 5000      # the same, two epochs (the best)
-    $A --methods bidirectional --tag imdb-lm-bs32 --set pretrained=benchmarks/models/imdb-lm-bs32 lm_epochs=0 \
+    $A --methods bidirectional --tag imdb-lm-bs32 --set pretrained=$M/imdb-lm-bs32 lm_epochs=0 \
         --budgets 100 500 1000 --max-test 2000 5000                 # both directions of imdb-lm-bs32
     $A --methods skulmfit --budgets 100 500 1000                    # supervised, forward
     $A --methods bidirectional --budgets 100 --max-test 2000 5000   # supervised, both directions (the default)
@@ -44,13 +45,14 @@ all into ``results/semi_supervised_imdb.jsonl`` (``O``):
 ``figure`` draws them as the paper's Figure 3 (test error against labels) and says at which
 multiple of the labels the other lines reach the semi-supervised 100-label error:
 
-    python benchmarks/semi_supervised.py figure --records benchmarks/results/semi_supervised_imdb.jsonl \
-        --test-size 5000 --line "semi-supervised, 2 epochs, forward=skulmfit[imdb-lm-bs32-2ep]" \
-        "semi-supervised, 1 epoch, both directions=bidirectional[imdb-lm-bs32]" \
-        "semi-supervised, 1 epoch, forward=skulmfit[imdb-lm-bs32]" "supervised, forward=skulmfit" \
-        "from scratch=no-pretraining" "TF-IDF + LR=tfidf-lr" "NB-SVM=nbsvm" \
-        --reference "semi-supervised, 2 epochs, forward" \
-        --out benchmarks/results/figure3_imdb.png
+    python -m benchmarks.semi_supervised.semi_supervised figure \\
+        --records benchmarks/semi_supervised/results/semi_supervised_imdb.jsonl --test-size 5000 \\
+        --line "semi-supervised, 2 epochs, forward=skulmfit[imdb-lm-bs32-2ep]" \\
+        "semi-supervised, 1 epoch, both directions=bidirectional[imdb-lm-bs32]" \\
+        "semi-supervised, 1 epoch, forward=skulmfit[imdb-lm-bs32]" "supervised, forward=skulmfit" \\
+        "from scratch=no-pretraining" "TF-IDF + LR=tfidf-lr" "NB-SVM=nbsvm" \\
+        --reference "semi-supervised, 2 epochs, forward" \\
+        --out benchmarks/semi_supervised/results/figure3_imdb.png
 """
 from __future__ import annotations
 
@@ -61,10 +63,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from accuracy import (label_subset, latest_runs, parse_overrides, read_csv,  # same folder
-                      read_records, read_rows)
-from lm_eval import evaluate_model
 
+from benchmarks.common import (evaluate_model, label_subset, latest_runs, parse_overrides, read_csv, read_records,
+                               read_rows)
 from skulmfit import ULMFiTClassifier
 from skulmfit.environment import machine_description
 from skulmfit.pretrained import available_models, has_backward, resolve

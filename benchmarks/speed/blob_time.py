@@ -6,7 +6,7 @@ blob or log line is) beside 16 ordinary texts: the bundled tokenizer alone, then
 ``predict_proba`` of the blob and one ordinary text, with every default (``max_tokens`` included).
 Median of ``--repeats`` runs; writes ``results/blob_time.json``. Run it on a quiet machine::
 
-    python benchmarks/blob_time.py --repeats 3
+    python -m benchmarks.speed.blob_time --repeats 3
 """
 from __future__ import annotations
 

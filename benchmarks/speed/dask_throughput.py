@@ -9,7 +9,7 @@ job to disk; the clock covers scattering the model, predicting and writing (not 
 cluster). Every setting runs ``--repeats`` times in turn; the median counts. Run it on a quiet
 machine: it uses every core it is given.
 
-    python benchmarks/dask_throughput.py --data ../shared/data --documents 100000
+    python -m benchmarks.speed.dask_throughput --data ../shared/data --documents 100000
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from accuracy import git_commit, read_csv  # same folder  # noqa: E402
+from benchmarks.common import git_commit, read_csv  # noqa: E402
 from skulmfit import ULMFiTClassifier  # noqa: E402
 from skulmfit.environment import machine_description  # noqa: E402
 

@@ -5,46 +5,29 @@ depend only on the model sizes. Each figure is the median over ``--repeats`` tim
 ``--steps`` steps, after warm-up steps. fp32 and bf16 autocast are measured alternately in the
 same run. Don't run it while another heavy job is running: the figures would be worthless.
 
-    python benchmarks/engine_speed.py --data ../shared/data/imdb/train.csv.gz
+    python -m benchmarks.speed.engine_speed --data ../shared/data/imdb/train.csv.gz
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.common import read_texts, time_blocks, time_tokenizer, zipf_ids
 from skulmfit.environment import machine_description
 from skulmfit.model import AWDLSTMConfig, LanguageModel, TextClassifier
 from skulmfit.schedule import freeze_to
 from skulmfit.training import autocast, lm_train_step, make_optimizer
-from tokenizer_speed import measure, read_texts  # same folder: one tokenizer timing for both scripts
 
 CONFIGS = {  # name: (vocab, emb, hidden, layers)
     "e-8k-128-384-2": (8000, 128, 384, 2),
     "d-16k-200-512-3": (16000, 200, 512, 3),
     "c-16k-256-768-3": (16000, 256, 768, 3),
 }
-
-
-def zipf_ids(rng, vocab, shape):
-    return torch.from_numpy(np.minimum(rng.zipf(1.2, size=shape), vocab - 1).astype(np.int64) + 8).clamp(max=vocab - 1)
-
-
-def time_blocks(step, warmup, steps, repeats):
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        times.append((time.perf_counter() - start) / steps)
-    return statistics.median(times), times
 
 
 def bench_lm(sizes, bf16, args, rng):
@@ -85,7 +68,7 @@ def bench_classifier(sizes, bf16, args, rng, trainable_groups=None):
 
 def bench_tokenizer(path, n_docs, repeats):
     texts = read_texts(Path(path), n_docs)
-    seconds, n_tokens = measure(texts, repeats)  # caches emptied before each repeat
+    seconds, n_tokens = time_tokenizer(texts, repeats)  # caches emptied before each repeat
     return {"tokens_per_s": n_tokens / statistics.median(seconds), "docs": len(texts), "tokens": n_tokens,
             "repeats_s": seconds}
 

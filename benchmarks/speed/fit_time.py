@@ -6,11 +6,12 @@ Each fit runs in a fresh process (loading the model counts, as it does for a use
 default but ``pretrained``; the settings alternate so that drift on the machine hits them alike; the
 median of ``--repeats`` counts. Run it on a quiet machine.
 
-    python benchmarks/fit_time.py --data ../shared/data --pretrained wiki-en-small skulmfit/weights/wiki-en-sub.fwd.pt
+    python -m benchmarks.speed.fit_time --data ../shared/data \\
+        --pretrained wiki-en-small skulmfit/weights/wiki-en-sub.fwd.pt
 
 ``--engine`` compares settings of the engine that are not parameters, alternating with the others:
 each arm is ``default`` or comma-separated ``NAME=VALUE`` values of ``skulmfit.engine``'s constants
-(as ``tune_defaults.py --engine`` takes them), e.g. ``--engine default LM_SAMPLED_SOFTMAX=0``.
+(as ``benchmarks.accuracy.tune_defaults --engine`` takes them), e.g. ``--engine default LM_SAMPLED_SOFTMAX=0``.
 ``--params`` does the same for parameters of ``ULMFiTClassifier``, e.g.
 ``--params bidirectional=true bidirectional=true,n_jobs=2``.
 """
@@ -23,24 +24,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from accuracy import git_commit  # same folder
+from benchmarks.common import engine_settings, git_commit
 from skulmfit.cli import parse_params
 from skulmfit.environment import machine_description
-from tune_defaults import engine_settings  # same folder
 
 TASKS = {"trec-all": ("trec", None), "sst2-500": ("sst2", 500)}
 
+# Run with ``python -c`` in the parent's working directory and environment, which import ``benchmarks``
+# as the parent does (``python -m`` from the repository root).
 CHILD = """
-import json, sys, time
+import json, time
 import numpy as np
-sys.path.insert(0, {folder!r})
-from accuracy import read_csv
+from benchmarks.common import engine_classifier, read_csv
 texts, labels = read_csv(__import__("pathlib").Path({csv!r}))
 if {n} is not None:
     keep = np.random.default_rng(0).choice(len(texts), {n}, replace=False)
     texts, labels = [texts[i] for i in keep], labels[keep]
 start = time.perf_counter()
-from tune_defaults import engine_classifier
 engine_classifier({engine!r})(pretrained={pretrained!r}, random_state=0, **{params!r}).fit(texts, labels)
 print(json.dumps({{"seconds": time.perf_counter() - start}}))
 """
@@ -57,8 +57,7 @@ def params_arm(text: str) -> dict:
 
 
 def fit_seconds(pretrained: str, csv: Path, n: int | None, engine: dict, params: dict | None = None) -> float:
-    code = CHILD.format(folder=str(Path(__file__).parent), csv=str(csv), n=n, pretrained=pretrained, engine=engine,
-                        params=params or {})
+    code = CHILD.format(csv=str(csv), n=n, pretrained=pretrained, engine=engine, params=params or {})
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["seconds"]
 

@@ -5,7 +5,7 @@ its tokenizer, the estimator's batch size, BPTT and dropouts, bf16 where the CPU
 one epoch over real reviews, for each ``--sampled`` size (0 = full softmax) in turn, ``--repeats``
 times alternating; reports the median tokens per second of each. Run it on a quiet machine.
 
-    python benchmarks/lm_finetune_speed.py --data ../shared/data/imdb/train.csv.gz --threads 1 2
+    python -m benchmarks.speed.lm_finetune_speed --data ../shared/data/imdb/train.csv.gz --threads 1 2
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from accuracy import read_csv  # same folder
+from benchmarks.common import read_csv
 from skulmfit.engine import LM_DROP_SCALE, target_vocab
 from skulmfit.environment import machine_description
 from skulmfit.lm_weights import match_embeddings

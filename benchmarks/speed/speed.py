@@ -29,7 +29,7 @@ Run it on an idle machine (the load average at the start is recorded)::
     pip install -e '.[bench]'   # or, to keep torch as it is (fastai declares torchvision):
     # pip install --no-deps 'fastai>=2.8,<2.9' fastcore fastdownload fasttransform 'fastprogress<1.1'
     # pip install spacy plum-dispatch matplotlib pyyaml requests pillow cloudpickle
-    python benchmarks/speed.py --data ../shared/data/imdb/train.csv.gz --trec ../shared/data/trec
+    python -m benchmarks.speed.speed --data ../shared/data/imdb/train.csv.gz --trec ../shared/data/trec
 """
 from __future__ import annotations
 
@@ -53,8 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from accuracy import read_csv
-from engine_speed import time_blocks, zipf_ids  # same folder: one timing helper for all scripts
+from benchmarks.common import read_csv, read_texts, time_blocks, time_tokenizer, zipf_ids
 from skulmfit import tokenizer
 from skulmfit.batching import pad_batch
 from skulmfit.environment import machine_description, resolve_precision  # skulmfit's own bf16 choice
@@ -64,7 +63,6 @@ from skulmfit.tokenizer import tokenize_many
 from skulmfit.training import (ADAM_BETAS, ADAM_EPS, AR_ALPHA, CLASSIFIER_CLIP, LM_CLIP, TAR_BETA, autocast,
                                lm_train_step, make_optimizer, predict_logits)
 from skulmfit.vocab import PAD_ID, Vocab
-from tokenizer_speed import measure, read_texts
 
 CONFIGS = {"bundled": (8000, 128, 384, 2), "16k": (16000, 200, 512, 3), "paper": (60000, 400, 1152, 3)}
 CASES = ("lm", "classifier", "infer-short", "infer-long", "text-short", "text-long")
@@ -322,20 +320,20 @@ def bench_tokenizer(args) -> dict:
     counts = {}
 
     def ours() -> float:
-        seconds, counts["skulmfit"] = measure(texts, 1)  # caches emptied: a fresh process's speed
+        seconds, counts["skulmfit"] = time_tokenizer(texts, 1)  # caches emptied: a fresh process's speed
         return seconds[0]
 
     subword = load_weights(args.subword_weights).tokenizer if args.subword_weights else None
 
     def ours_subword() -> float:
-        seconds, counts["skulmfit subword"] = measure(texts, 1, subword)
+        seconds, counts["skulmfit subword"] = time_tokenizer(texts, 1, subword)
         return seconds[0]
 
     def theirs() -> float:  # spaCy keeps its lexeme cache between blocks: if anything, this favours fastai
         start = time.perf_counter()
         counts["fastai"] = sum(map(len, fastai_tokenize(texts)))
         return time.perf_counter() - start
-    measure(texts[:100], 1)  # warm-up
+    time_tokenizer(texts[:100], 1)  # warm-up
     list(fastai_tokenize(texts[:100]))
     variants = {"skulmfit": ours, "fastai": theirs, **({"skulmfit subword": ours_subword} if subword else {})}
     times = alternate(variants, args.repeats)
@@ -359,7 +357,7 @@ def peak_rss_mib() -> float:
 
 def run_child(argv: list[str]) -> dict:
     """Runs this script on one case in a fresh process and returns the JSON line it prints."""
-    proc = subprocess.run([sys.executable, __file__, *argv], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run([sys.executable, "-m", __spec__.name, *argv], stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         return {"error": f"exit status {proc.returncode}", "argv": argv}
     return json.loads(proc.stdout.strip().splitlines()[-1])

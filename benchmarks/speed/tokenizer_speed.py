@@ -1,8 +1,8 @@
 """Measure the tokenizer's single-process speed on a CSV of documents.
 
-Usage, from the repository root with skulmfit installed (or ``PYTHONPATH=.``)::
+Usage, from the repository root::
 
-    python benchmarks/tokenizer_speed.py --data PATH/train.csv.gz --n-docs 5000
+    python -m benchmarks.speed.tokenizer_speed --data PATH/train.csv.gz --n-docs 5000
 
 ``--data`` is a CSV (optionally gzipped) with a ``text`` column, such as the IMDb
 reviews.  The tokenizer's caches are emptied before each of the repeats, so the number
@@ -17,51 +17,14 @@ number measured under load is not comparable.
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
-
-from skulmfit import tokenizer
+from benchmarks.common import read_texts, time_tokenizer
 from skulmfit.environment import machine_description
-
-
-def read_texts(path: Path, n_docs: int) -> list[str]:
-    """The first ``n_docs`` values of the ``text`` column of a CSV or CSV.GZ file."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    # Reviews can be longer than the csv module's default field limit.
-    csv.field_size_limit(2**31 - 1)
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        if "text" not in (reader.fieldnames or []):
-            raise SystemExit(f"{path} has no 'text' column (columns: {reader.fieldnames})")
-        texts = []
-        for row in reader:
-            if len(texts) == n_docs:
-                break
-            texts.append(row["text"])
-    return texts
-
-
-def measure(texts: list[str], repeats: int, model_tokenizer=None) -> tuple[list[float], int]:
-    """Seconds taken by each repeat, and the number of tokens produced, by fastai's rules alone or by
-    a model's :class:`skulmfit.text.Tokenizer` (the rules, then subword pieces)."""
-    tokenize_many = tokenizer.tokenize_many if model_tokenizer is None else model_tokenizer.tokenize_many
-    seconds = []
-    for _ in range(repeats):
-        # Caches left by the previous repeat would make every later one a re-run.
-        tokenizer.clear_caches()
-        if model_tokenizer is not None and model_tokenizer.segmenter is not None:
-            model_tokenizer.segmenter.clear_cache()
-        start = time.perf_counter()
-        docs = tokenize_many(texts, n_jobs=1)
-        seconds.append(time.perf_counter() - start)
-    return seconds, sum(map(len, docs))
 
 
 def main() -> None:
@@ -78,7 +41,7 @@ def main() -> None:
 
     texts = read_texts(args.data, args.n_docs)
     load_before = os.getloadavg()[0]
-    seconds, n_tokens = measure(texts, args.repeats)
+    seconds, n_tokens = time_tokenizer(texts, args.repeats)
     median = statistics.median(seconds)
     result = {
         "tokens_per_s": round(n_tokens / median),

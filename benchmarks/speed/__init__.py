@@ -1,0 +1,1 @@
+"""Speed: tokenizer and training throughput, fit time, memory, against fastai; records in ``results/``."""
