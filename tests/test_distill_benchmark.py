@@ -91,6 +91,36 @@ def distillation_work(tmp_path, tiny_itos):
     return work, wiki
 
 
+def test_mixing_takes_each_works_encoded_chunks_in_turn_with_their_embeddings(tmp_path, monkeypatch):
+    monkeypatch.setattr(distill, "CHUNK", 2)
+
+    def work(name, n_passages, n_chunks):
+        folder = tmp_path / name
+        (folder / "teacher-minilm").mkdir(parents=True)
+        (folder / "passages.txt").write_text("".join(f"{name} {i}\n" for i in range(n_passages)))
+        (folder / "valid_passages.txt").write_text(f"{name} held out\n")
+        (folder / "corpus.json").write_text(json.dumps({"sha256": name, "sources": [f"{name}.gz"],
+                                                        "valid_passages": 1, "valid_sources": ["valid.txt.gz"]}))
+        for chunk in range(n_chunks):  # embedding row = [work's number, passage index]
+            rows = np.arange(chunk * 2, min(chunk * 2 + 2, n_passages))
+            np.save(folder / "teacher-minilm" / f"chunk_{chunk:05d}.npy",
+                    np.stack([np.full(len(rows), len(name)), rows], axis=1).astype(np.float16))
+        np.save(folder / "teacher-minilm" / "valid.npy", np.full((1, 2), len(name), np.float16))
+        return folder
+
+    wiki, reviews = work("wiki", 5, 3), work("reviewsx", 6, 2)  # the last chunk of reviews not encoded yet
+    info = distill.mix_corpora([wiki, reviews], tmp_path / "mixed", "minilm")
+    passages, embeddings = distill.encoded_passages(tmp_path / "mixed", "minilm")
+    assert passages == ["wiki 0", "wiki 1", "reviewsx 0", "reviewsx 1", "wiki 2", "wiki 3", "reviewsx 2",
+                        "reviewsx 3", "wiki 4"]
+    for passage, row in zip(passages, embeddings):
+        name, index = passage.split()
+        assert row.tolist() == [len(name), int(index)]
+    assert info["chunk_sources"] == [0, 1, 0, 1, 0] and info["passages"] == 9
+    assert distill.read_lines(tmp_path / "mixed" / "valid_passages.txt") == ["wiki held out"]
+    assert [part["chunks"] for part in info["mixed_from"]] == [3, 2]
+
+
 def test_distillation_moves_the_student_towards_the_teacher_and_resumes(distillation_work, tiny_weights, tmp_path):
     work, wiki = distillation_work
     out = tmp_path / "out"

@@ -6,6 +6,8 @@ Step by step (each command resumes where it stopped and writes under ``WORK``, o
     python -m benchmarks.pretraining.distill corpus WIKI_DIR WORK --passages 1000000
     #    or, the in-domain arm, sentences of unlabelled reviews (held-out passages stay Wikipedia's)
     python -m benchmarks.pretraining.distill corpus WIKI_DIR WORK_REVIEWS --reviews IMDB_DIR/unsup.csv.gz
+    #    or, once both are encoded (step 2), their chunks in turn: a mixed corpus, nothing encoded again
+    python -m benchmarks.pretraining.distill mix WORK WORK_REVIEWS --out WORK_MIXED
     # 2. the teacher's normalised embeddings of them, fp16, in resumable chunks of 10,000
     python -m benchmarks.pretraining.distill encode WORK [--threads 1] [--limit N]
 
@@ -198,6 +200,41 @@ def encoded_passages(work: Path, teacher: str) -> tuple[list[str], np.ndarray]:
     embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float16)
     passages = read_lines(work / "passages.txt")[: len(embeddings)]
     return passages, embeddings
+
+
+def mix_corpora(works: list[Path], out: Path, teacher: str) -> dict:
+    """A corpus of the encoded chunks of several works, taken in turn (chunk 0 of each, then chunk 1
+    of each, ...), with their teacher embeddings: no passage is encoded again. Held-out passages
+    and their embeddings come from the first work (Wikipedia's, in every work ``corpus`` makes)."""
+    folders = [teacher_folder(work, teacher) for work in works]
+    counts = [sum(1 for _ in folder.glob("chunk_*.npy")) for folder in folders]
+    lines = [read_lines(work / "passages.txt") for work in works]
+    target = teacher_folder(out, teacher)
+    target.mkdir(parents=True, exist_ok=True)
+    passages, sources, index = [], [], 0
+    for position in range(max(counts)):
+        for source, (folder, count) in enumerate(zip(folders, counts)):
+            if position >= count:
+                continue
+            embeddings = np.load(folder / f"chunk_{position:05d}.npy")
+            _save_atomic(target / f"chunk_{index:05d}.npy", embeddings)
+            passages += lines[source][position * CHUNK:position * CHUNK + len(embeddings)]
+            sources.append(source)
+            index += 1
+    (out / "passages.txt").write_text("".join(s + "\n" for s in passages), encoding="utf-8")
+    (out / "valid_passages.txt").write_text((works[0] / "valid_passages.txt").read_text(encoding="utf-8"),
+                                            encoding="utf-8")
+    _save_atomic(target / "valid.npy", np.load(folders[0] / "valid.npy"))
+    parts = [json.loads((work / "corpus.json").read_text()) for work in works]
+    info = {"passages": len(passages), "mixed_from": [{"work": work.name, "chunks": count, "sha256": part["sha256"],
+                                                       "sources": part["sources"]}
+                                                      for work, count, part in zip(works, counts, parts)],
+            "chunk_sources": sources, "valid_passages": parts[0]["valid_passages"],
+            "sources": [name for part in parts for name in part["sources"]],
+            "valid_sources": parts[0]["valid_sources"], "sha256": _sha256(out / "passages.txt"),
+            "valid_sha256": _sha256(out / "valid_passages.txt")}
+    (out / "corpus.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
 
 
 # ----------------------------------------------------------------------------- the student
@@ -527,6 +564,10 @@ def main(argv: list[str] | None = None) -> None:
     corpus.add_argument("work", type=Path)
     corpus.add_argument("--passages", type=int, default=1_000_000)
     corpus.add_argument("--reviews", type=Path, help="a CSV.gz of unlabelled reviews (column text): the in-domain arm")
+    mixing = commands.add_parser("mix", help="a corpus of several encoded works' chunks in turn")
+    mixing.add_argument("works", type=Path, nargs="+")
+    mixing.add_argument("--out", type=Path, required=True)
+    mixing.add_argument("--teacher", default="minilm", choices=sorted(TEACHERS))
     encode = commands.add_parser("encode", help="teacher embeddings, resumable")
     encode.add_argument("work", type=Path)
     encode.add_argument("--teacher", default="minilm", choices=sorted(TEACHERS))
@@ -567,6 +608,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.command == "corpus":
         print(json.dumps(build_corpus(args.wiki_dir, args.work, args.passages, reviews=args.reviews)))
+    elif args.command == "mix":
+        print(json.dumps({k: v for k, v in mix_corpora(args.works, args.out, args.teacher).items()
+                          if k != "chunk_sources"}))
     elif args.command == "encode":
         encode_corpus(args.work, args.teacher, args.limit)
     elif args.command == "train":
