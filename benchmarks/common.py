@@ -1,6 +1,6 @@
 """Helpers that more than one benchmark script uses: reading the data sets, drawing label samples and
-validation splits, JSONL records, engine arms, language-model figures, timing, and the
-sentence-embedding baseline (all-MiniLM-L6-v2 + logistic regression).
+validation splits, JSONL records, engine arms, language-model figures, timing, and the two
+baselines (TF-IDF + logistic regression; all-MiniLM-L6-v2 sentence embeddings + logistic regression).
 
 Scripts import them as ``from benchmarks.common import ...`` and never import each other; run them from
 the repository root as modules (``python -m benchmarks.speed.fit_time ...``).
@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import FeatureUnion, make_pipeline
 from sklearn.utils.validation import check_is_fitted
 
 import skulmfit.engine
@@ -268,6 +270,23 @@ def time_blocks(step, warmup, steps, repeats):
             step()
         times.append((time.perf_counter() - start) / steps)
     return statistics.median(times), times
+
+
+# ----------------------------------------------------------------------------- the TF-IDF baseline
+
+def cv_folds(n_labels: int) -> int:
+    """Folds of the baselines' cross-validation: fewer when there are very few labels."""
+    return 3 if n_labels >= 30 else 2
+
+
+def tfidf_lr(seed: int, n_labels: int) -> GridSearchCV:
+    """Word 1-2-gram + character 2-5-gram TF-IDF and logistic regression, C tuned by CV."""
+    features = FeatureUnion([
+        ("words", TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1)),
+        ("chars", TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=(2, 5), min_df=2)),
+    ])
+    model = make_pipeline(features, LogisticRegression(max_iter=3000))
+    return GridSearchCV(model, {"logisticregression__C": [1, 10, 100]}, cv=cv_folds(n_labels))
 
 
 # ----------------------------------------------------------------------------- the sentence-embedding baseline

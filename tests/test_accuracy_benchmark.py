@@ -129,3 +129,27 @@ def test_records_say_which_files_a_two_direction_folder_holds(accuracy, tiny_wei
     other = tmp_path / "fastai"  # a folder without model cards is not described
     other.mkdir()
     assert accuracy.pretrained_model(ULMFiTClassifier(pretrained=str(other))) is None
+
+
+def test_linear_probe_slices_each_pooling_across_both_directions(tiny_weights, tiny_weights_bwd, tmp_path,
+                                                                  keyword_task):
+    """The columns named "max" are the max pooling of each direction, nothing else."""
+    import json
+
+    from benchmarks.accuracy import linear_probe
+    from skulmfit import ULMFiTClassifier
+    from skulmfit.pretrained import sha256
+    for source, direction in ((tiny_weights, "forward"), (tiny_weights_bwd, "backward")):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+        card = {"name": "tiny", "direction": direction, "file": source.name, "sha256": sha256(source)}
+        (tmp_path / f"tiny.{source.name.split('.')[1]}.json").write_text(json.dumps(card))
+    texts, labels = keyword_task(8, 0)
+    model = ULMFiTClassifier(str(tmp_path), lm_epochs=0, epochs=0, random_state=0).fit(texts, labels)
+    features = model.transform(texts)
+    columns = linear_probe.pooling_columns(features.shape[1], model)
+    assert sorted(np.concatenate(list(columns.values())).tolist()) == list(range(features.shape[1]))
+    # The max pooling is at least every other pooling of the same unit; the last state is among the states.
+    width = model.models_[0].config.emb_size
+    assert len(columns["max"]) == 2 * width
+    assert np.all(features[:, columns["max"]] >= features[:, columns["mean"]] - 1e-5)
+    assert np.all(features[:, columns["max"]] >= features[:, columns["last"]] - 1e-5)

@@ -127,11 +127,11 @@ def test_distillation_moves_the_student_towards_the_teacher_and_resumes(distilla
     settings = dict(name="tiny", teacher="minilm", init=str(tiny_weights), backwards=False, distill_weight=1.0,
                     batch_size=16, lr=1e-2, wiki_dir=wiki, checkpoint_minutes=1e9, seed=0)
     distill.train(work, out, passages_seen=16 * 30, **settings)
-    card = json.loads((out / "tiny.fwd.json").read_text())
+    card = json.loads((out / "tiny.fwd.json").read_text())["distillation"]
     assert card["passages_seen"] == 480 and card["epoch_sizes"] == [256, 256]
     assert card["log"][-1]["valid_cosine"] > card["log"][0]["valid_cosine"] + 0.3
     distill.train(work, out, passages_seen=16 * 40, **settings)  # resumes at step 30
-    resumed = json.loads((out / "tiny.fwd.json").read_text())
+    resumed = json.loads((out / "tiny.fwd.json").read_text())["distillation"]
     assert [entry["step"] for entry in resumed["log"]] == [0, 30, 40]
     from skulmfit import ULMFiTClassifier  # the folder is a pretrained= source
     clf = ULMFiTClassifier(out, lm_epochs=0, epochs=1, batch_size=8, random_state=0).fit(["great film", "awful film"],
@@ -145,8 +145,9 @@ def test_the_control_arm_trains_the_language_model_alone(distillation_work, tiny
                   distill_weight=0.0, passages_seen=16 * 10, batch_size=16, lr=1e-2, wiki_dir=wiki,
                   checkpoint_minutes=1e9, seed=0)
     card = json.loads((tmp_path / "out" / "control.bwd.json").read_text())
-    assert card["direction"] == "backward" and card["distill_weight"] == 0.0
-    assert card["log"][-1]["valid_perplexity"] < card["log"][0]["valid_perplexity"]
+    assert card["direction"] == "backward" and card["distillation"]["distill_weight"] == 0.0
+    log = card["distillation"]["log"]
+    assert log[-1]["valid_perplexity"] < log[0]["valid_perplexity"]
 
 
 def test_a_control_replays_an_arms_epoch_sizes_and_stops_where_it_stopped(distillation_work, tiny_weights, tmp_path):
@@ -157,7 +158,7 @@ def test_a_control_replays_an_arms_epoch_sizes_and_stops_where_it_stopped(distil
     distill.train(work, tmp_path / "arm", name="arm", distill_weight=1.0, epoch_sizes=[64, 128], stop_after=10, **common)
     distill.train(work, tmp_path / "control", name="control", distill_weight=0.0, epoch_sizes=[64, 128], stop_after=10,
                   **common)
-    arm, control = (json.loads((tmp_path / n / f"{n}.fwd.json").read_text()) for n in ("arm", "control"))
+    arm, control = (json.loads((tmp_path / n / f"{n}.fwd.json").read_text())["distillation"] for n in ("arm", "control"))
     for card in (arm, control):
         assert card["passages_seen"] == 160 and card["epoch_sizes"] == [64, 128]  # 4 + 6 of its 8 batches
         assert card["planned_passages"] == 640 and card["stop_after"] == 10
@@ -172,3 +173,34 @@ def test_the_probe_table_gives_each_model_its_mean_and_spread_per_budget(tmp_pat
     assert distill.table(records).splitlines() == [
         "| features | sst2 100 | trec 500 |", "|---|---|---|",
         "| student.fwd.pt | - | 75.0 ± 5.0 |", "| teacher | 75.0 ± 0.0 | - |"]
+
+
+def test_a_students_card_has_the_bundled_layout_with_what_distillation_added(distillation_work, tiny_weights, tmp_path):
+    """The card says what the model continued (sizes, tokenizer, its pretraining) and what the run
+    added; an older card is rewritten in that layout with the weights unchanged."""
+    from skulmfit.pretrained import load_weights, sha256
+    work, wiki = distillation_work
+    distill.train(work, tmp_path / "out", name="student", teacher="minilm", init=str(tiny_weights), backwards=False,
+                  distill_weight=1.0, passages_seen=16 * 4, batch_size=16, lr=1e-2, wiki_dir=wiki,
+                  checkpoint_minutes=1e9, seed=0)
+    weights = tmp_path / "out" / "student.fwd.pt"
+    card = json.loads(weights.with_suffix(".json").read_text())
+    init = load_weights(tiny_weights)
+    assert card["sizes"] == init.config.sizes() and card["vocab_size"] == len(init.itos)
+    assert card["corpus"].endswith("then distilled on 256 Wikipedia sentences")
+    assert card["distillation"]["init"]["sha256"] == sha256(tiny_weights)
+    assert card["distillation"]["teacher"] == "all-MiniLM-L6-v2" and card["distillation"]["passages_seen"] == 64
+    assert card["valid_perplexity"] == card["distillation"]["log"][-1]["valid_perplexity"]
+    assert card["sha256"] == sha256(weights) and load_weights(weights).card["distillation"] == card["distillation"]
+
+    older = {key: card["distillation"][key] for key in ("passages_seen", "corpus", "valid_cosine", "log", "seconds",
+                                                         "machine", "teacher", "distill_weight", "batch_size")}
+    older.update(name="student", direction="forward", init=str(tiny_weights), valid_perplexity=card["valid_perplexity"])
+    weights.with_suffix(".json").write_text(json.dumps(older))
+    before = load_weights(weights).state_dict
+    distill.rewrite_card(weights)
+    rewritten = json.loads(weights.with_suffix(".json").read_text())
+    assert rewritten["sizes"] == card["sizes"] and rewritten["distillation"]["passages_seen"] == 64
+    assert rewritten["sha256"] == sha256(weights)
+    after = load_weights(weights).state_dict
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -38,14 +38,13 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import FeatureUnion, make_pipeline
+from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
-from benchmarks.common import (MiniLMLogisticRegression, git_commit, label_subset, latest_runs, parse_overrides, read_csv, read_records,
+from benchmarks.common import (MiniLMLogisticRegression, cv_folds, git_commit, tfidf_lr, label_subset, latest_runs, parse_overrides, read_csv, read_records,
                                read_rows, row_label)
 from skulmfit import ULMFiTClassifier
 from skulmfit.environment import machine_description
@@ -74,21 +73,6 @@ TEST_SAMPLE_SEED = 0  # --max-test draws the same stratified test sample for eve
 
 
 # ----------------------------------------------------------------------------- baselines
-
-def cv_folds(n_labels: int) -> int:
-    """Folds of the baselines' cross-validation: fewer when there are very few labels."""
-    return 3 if n_labels >= 30 else 2
-
-
-def tfidf_lr(seed: int, n_labels: int) -> GridSearchCV:
-    """Word 1-2-gram + character 2-5-gram TF-IDF and logistic regression, C tuned by CV."""
-    features = FeatureUnion([
-        ("words", TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1)),
-        ("chars", TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=(2, 5), min_df=2)),
-    ])
-    model = make_pipeline(features, LogisticRegression(max_iter=3000))
-    return GridSearchCV(model, {"logisticregression__C": [1, 10, 100]}, cv=cv_folds(n_labels))
-
 
 class NBSVM(ClassifierMixin, BaseEstimator):
     """NB-SVM (Wang & Manning, 2012) on count features, which it binarizes.

@@ -29,7 +29,7 @@ language-model loss (sampled softmax, as in pretraining) is taken on every next 
 concat pooling the classifier uses ([last, max, mean] of the top LSTM layer) goes through a
 linear projection to the teacher's width, pulled to the teacher's embedding by ``1 - cosine``
 times ``--distill-weight`` (0: the control arm, the LM loss alone on the same batches). A
-checkpoint (model, projection, optimizer, step) goes to ``WORK/runs/NAME`` every few minutes;
+checkpoint (model, projection, optimizer, step) goes to ``WORK/runs/NAME.fwd`` (``.bwd``) every few minutes;
 the fp16 weights and card (with the projection's, the corpus checksum, held-out perplexity and
 cosine to the teacher) go to ``OUT``. ``probe`` writes ``benchmarks/pretraining/results/distill_probe.jsonl``.
 
@@ -359,7 +359,8 @@ class Passages:
 def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backwards: bool, distill_weight: float,
           passages_seen: int, batch_size: int, lr: float, wiki_dir: Path, checkpoint_minutes: float, seed: int,
           epoch_sizes: list[int] | None = None, stop_after: int | None = None) -> None:
-    """Continues ``init`` on the encoded passages; resumable from ``WORK/runs/NAME/checkpoint.pt``.
+    """Continues ``init`` on the encoded passages; resumable from ``WORK/runs/NAME.fwd/checkpoint.pt``
+    (``NAME.bwd`` for the backward direction).
 
     Each epoch reads every passage encoded when it starts (its size is recorded, so a resumed run
     replays the same batches): a run may start while ``encode`` is still going. ``epoch_sizes``
@@ -372,7 +373,7 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
     from skulmfit.loss import SampledSoftmax
     from skulmfit.pretrained import resolve
     from skulmfit.training import cpu_computes_bf16
-    run_dir = work / "runs" / name
+    run_dir = work / "runs" / f"{name}.{'bwd' if backwards else 'fwd'}"
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / "checkpoint.pt"
     checkpoint = torch.load(checkpoint_path, weights_only=True) if checkpoint_path.exists() else None
@@ -448,16 +449,19 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
 
 
 def write_student(out: Path, student: Student, work: Path, settings: dict, state: dict) -> None:
-    """The fp16 weights with their card, and the projection, under ``out`` (fixed names per run)."""
+    """The fp16 weights with their card (:func:`bundle_card`), and the projection, under ``out``
+    (fixed names per run)."""
     import torch
     from skulmfit.environment import machine_description
     from skulmfit.pretrained import save_weights
     latest = state["log"][-1]
-    card = {**settings, "direction": "backward" if settings["backwards"] else "forward",
-            "teacher": TEACHERS[settings["teacher"]], "passages_seen": state["step"] * settings["batch_size"],
-            "epoch_sizes": state["epoch_sizes"], "corpus": json.loads((work / "corpus.json").read_text()),
-            "valid_perplexity": latest["valid_perplexity"], "valid_cosine": latest["valid_cosine"],
-            "log": state["log"], "seconds": round(state["seconds"]), "machine": machine_description()}
+    run = {**settings, "direction": "backward" if settings["backwards"] else "forward",
+           "teacher": TEACHERS[settings["teacher"]], "passages_seen": state["step"] * settings["batch_size"],
+           "epoch_sizes": state["epoch_sizes"], "corpus": json.loads((work / "corpus.json").read_text()),
+           "valid_perplexity": latest["valid_perplexity"], "valid_cosine": latest["valid_cosine"],
+           "log": state["log"], "seconds": round(state["seconds"]), "machine": machine_description()}
+    card = bundle_card(run, init_card(settings["init"], settings["backwards"]), sizes=student.lm.config.sizes(),
+                       tokenizer=student.tokenizer.to_dict()["kind"])
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{settings['name']}.{'bwd' if settings['backwards'] else 'fwd'}"
     checksum = save_weights(out / f"{stem}.pt", student.lm, student.itos, tokenizer=student.tokenizer,
@@ -466,6 +470,70 @@ def write_student(out: Path, student: Student, work: Path, settings: dict, state
                out / f"{stem}.projection.pt")
     # the card beside the weights makes OUT a folder that pretrained= accepts (file and checksum)
     (out / f"{stem}.json").write_text(json.dumps({**card, "file": f"{stem}.pt", "sha256": checksum}, indent=1) + "\n")
+
+
+def rewrite_card(weights: Path) -> None:
+    """Rewrites the card beside ``weights`` (and inside it) in :func:`bundle_card`'s layout; the
+    weights are unchanged, the file's checksum is the new one."""
+    from skulmfit.model import LanguageModel
+    from skulmfit.pretrained import load_weights, save_weights
+    path = weights.with_suffix(".json")
+    run = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("file", "sha256")}
+    if "distillation" in run:
+        return
+    backwards = run["direction"] == "backward"
+    lm = load_weights(weights)
+    card = bundle_card(run, init_card(run["init"], backwards), sizes=lm.config.sizes(),
+                       tokenizer=lm.tokenizer.to_dict()["kind"])
+    model = LanguageModel(lm.config)
+    model.load_state_dict(lm.state_dict)
+    checksum = save_weights(weights, model, lm.itos, tokenizer=lm.tokenizer, backwards=backwards, card=card)
+    path.write_text(json.dumps({**card, "file": weights.name, "sha256": checksum}, indent=1) + "\n")
+
+
+def init_card(init: str, backwards: bool) -> dict:
+    """The card of the model a run continued: a bundled model's, or a weight file's (the card beside
+    it, else the one inside it), with its checksum."""
+    from skulmfit.pretrained import available_models, load_weights, model_card, sha256
+    if init in available_models():
+        return model_card(init, backwards)
+    beside = Path(init).with_suffix(".json")
+    card = json.loads(beside.read_text()) if beside.exists() else load_weights(init).card
+    return {**card, "sha256": sha256(init)}
+
+
+def bundle_card(run: dict, init: dict, *, sizes: dict, tokenizer: str) -> dict:
+    """A student's model card in the bundled models' layout: its ``sizes`` and ``tokenizer`` kind,
+    what the model it continued was (pretraining corpus, tokens, time and checkpoints), and under ``distillation``
+    what this run added (teacher, weight, passages, rate settings, time, machine, checkpoints with
+    held-out perplexity and cosine to the teacher). ``valid_perplexity`` is the student's own on the
+    same held-out Wikipedia tokens as ``init``'s; ``distillation.valid_perplexity_before`` is ``init``'s.
+
+    ``run`` is what a run records (``write_student``'s fields); ``distill.py card`` converts the cards
+    written before this layout.
+    """
+    base = {"tokenizer": tokenizer, "vocab_size": sizes["vocab_size"], "sizes": sizes,
+            **{key: init[key] for key in ("dropouts", "tokens_seen", "seconds", "machine", "training", "log")
+               if key in init}}
+    settings = ("distill_weight", "batch_size", "lr", "seed", "planned_passages", "stop_after", "epoch_sizes")
+    return {"name": run["name"], "direction": run["direction"], **base,
+            "corpus": f"{init.get('corpus', 'unknown')}; then distilled on {passages_description(run['corpus'])}",
+            "valid_perplexity": run["valid_perplexity"],
+            "distillation": {"teacher": run["teacher"], "init": {"name": init.get("name"), "sha256": init.get("sha256")},
+                             "passages_seen": run["passages_seen"], "corpus": run["corpus"],
+                             "valid_cosine": run["valid_cosine"], "valid_perplexity_before": init.get("valid_perplexity"),
+                             **{key: run[key] for key in settings if key in run},
+                             "seconds": run["seconds"], "machine": run["machine"], "log": run["log"]}}
+
+
+def passages_description(corpus: dict) -> str:
+    """``corpus.json`` in words: how many passages of which source."""
+    def kind(sources: list[str]) -> str:
+        return "IMDb unlabelled-review sentences" if "unsup.csv.gz" in sources else "Wikipedia sentences"
+    parts = [(part["chunks"] * CHUNK, kind(part["sources"])) for part in corpus.get("mixed_from", [])]
+    if not parts:
+        parts = [(corpus["passages"], kind(corpus.get("sources", [])))]
+    return " and ".join(f"{n:,} {what}" for n, what in parts)
 
 
 def evaluation(student: Student, valid_docs, valid_targets, valid_stream, *, step: int, seconds: float) -> dict:
@@ -599,6 +667,8 @@ def main(argv: list[str] | None = None) -> None:
     probing.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     probing.add_argument("--threads", type=int, default=None)
     probing.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "distill_probe.jsonl")
+    carding = commands.add_parser("card", help="rewrite a student's card (written before) in the bundled layout")
+    carding.add_argument("weights", type=Path, nargs="+", help="student weight files, each with its .json beside it")
     tabulating = commands.add_parser("table", help="the probe's records as a markdown table")
     tabulating.add_argument("records", type=Path, nargs="?",
                             default=Path(__file__).parent / "results" / "distill_probe.jsonl")
@@ -620,6 +690,9 @@ def main(argv: list[str] | None = None) -> None:
               epoch_sizes=args.epoch_sizes, stop_after=args.stop_after)
     elif args.command == "probe":
         probe(args.work, args.data, args.models, args.labels, args.seeds, args.out)
+    elif args.command == "card":
+        for weights in args.weights:
+            rewrite_card(weights)
     else:
         print(table(args.records))
 

@@ -2,7 +2,8 @@
 
 ``.. model-cards::``
     One section per bundled language model, from its cards (``skulmfit/weights/<name>.{fwd,bwd}.json``
-    through :func:`skulmfit.pretrained.model_card`): sizes, training, evaluation, checksum. Values that
+    through :func:`skulmfit.pretrained.model_card`): sizes, training, distillation where there was
+    one, evaluation, checksum. Values that
     are paths on the machine that trained the model are left out.
 
 ``.. cli-help:: COMMAND``
@@ -94,7 +95,17 @@ def _summary_rows(cards: dict[str, dict]) -> list[list[str]]:
         row("pretraining time", lambda c: f"{c['seconds'] / 3600:.1f} h"),
         row("machine", lambda c: f"{c['machine']['cpu']}, {c['machine']['cores']} cores, "
                                  f"{c['machine']['torch_threads']} torch thread(s), torch {c['machine']['torch']}"),
-        row("validation perplexity during pretraining (per token)", lambda c: _number(c["valid_perplexity"])),
+        row("validation perplexity during pretraining (per token)", lambda c: _number(
+            c["distillation"]["valid_perplexity_before"] if "distillation" in c else c["valid_perplexity"])),
+        row("distilled from (sentence encoder)", lambda c: c["distillation"]["teacher"]),
+        row("distillation: passages seen", lambda c: _number(c["distillation"]["passages_seen"])),
+        row("distillation: loss weight", lambda c: _number(c["distillation"]["distill_weight"])),
+        row("distillation: time, machine", lambda c: (
+            f"{c['distillation']['seconds'] / 3600:.1f} h, {c['distillation']['machine']['cpu']}, "
+            f"{c['distillation']['machine']['torch_threads']} torch thread(s)")),
+        row("distillation: held-out cosine to the teacher", lambda c: _number(c["distillation"]["valid_cosine"])),
+        row("validation perplexity after distillation (per token)",
+            lambda c: _number(c["valid_perplexity"]) if "distillation" in c else ""),
     ]
     for key, label in EVALUATIONS:
         rows += [
@@ -128,6 +139,13 @@ def _log_rows(card: dict) -> list[list[str]]:
     return [[_number(entry.get("tokens_seen")), _number(entry.get("train_seconds")),
              _number(entry.get("tokens_per_s")), _number(entry.get("valid_perplexity")),
              f"{entry['lr']:.3g}" if "lr" in entry else ""] for entry in card.get("log", [])]
+
+
+def _distillation_rows(card: dict) -> list[list[str]]:
+    batch = card.get("distillation", {}).get("batch_size", 0)
+    return [[_number(entry["step"]), _number(entry["step"] * batch), _number(entry["seconds"]),
+             _number(entry["valid_perplexity"]), _number(entry["valid_cosine"])]
+            for entry in card.get("distillation", {}).get("log", [])]
 
 
 def _size_comparison(card: dict) -> list[str]:
@@ -164,6 +182,11 @@ def model_cards_rst() -> list[str]:
                 lines += _list_table(f"Checkpoints of the {direction} model",
                                      ["tokens seen", "training seconds", "tokens/s", "validation perplexity",
                                       "learning rate"], rows)
+            rows = _distillation_rows(card)
+            if rows:
+                lines += _list_table(f"Distillation checkpoints of the {direction} model",
+                                     ["step", "passages seen", "seconds", "validation perplexity",
+                                      "held-out cosine to the teacher"], rows)
     return lines
 
 
