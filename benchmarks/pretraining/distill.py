@@ -15,6 +15,10 @@ Step by step (each command resumes where it stopped and writes under ``WORK``, o
     python -m benchmarks.pretraining.distill train WORK OUT --distill-weight 1 --passages-seen 2000000
     # 4. frozen pooled features + logistic regression at 100 / 500 labels on the validation sets
     python -m benchmarks.pretraining.distill probe WORK --data DATA_DIR --models wiki-en-sub OUT/NAME.fwd.pt teacher
+    # 5. bundle a student (both directions) under a name, with its Wikipedia figures in the cards
+    python -m benchmarks.pretraining.promote_model OUT/NAME.fwd.pt en-distilled --status "..."  # and .bwd.pt
+    python -m benchmarks.pretraining.lm_eval skulmfit/weights/en-distilled.*.pt --valid ... --wikitext ... \
+        --update-cards
 
 ``corpus`` writes ``WORK/passages.txt`` (one passage per line, in encoding order: the first chunks
 are a uniform sample of the whole corpus, so a run stopped early still has one) and
