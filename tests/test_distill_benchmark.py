@@ -187,7 +187,7 @@ def test_a_students_card_has_the_bundled_layout_with_what_distillation_added(dis
     card = json.loads(weights.with_suffix(".json").read_text())
     init = load_weights(tiny_weights)
     assert card["sizes"] == init.config.sizes() and card["vocab_size"] == len(init.itos)
-    assert card["corpus"].endswith("then distilled on 256 Wikipedia sentences")
+    assert card["corpus"].endswith("then distilled on 256 sentences of unnamed sources")  # no sources recorded
     assert card["distillation"]["init"]["sha256"] == sha256(tiny_weights)
     assert card["distillation"]["teacher"] == "all-MiniLM-L6-v2" and card["distillation"]["passages_seen"] == 64
     assert card["valid_perplexity"] == card["distillation"]["log"][-1]["valid_perplexity"]
@@ -204,3 +204,18 @@ def test_a_students_card_has_the_bundled_layout_with_what_distillation_added(dis
     assert rewritten["sha256"] == sha256(weights)
     after = load_weights(weights).state_dict
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_the_distillation_corpus_is_described_by_its_sources(monkeypatch):
+    monkeypatch.setattr(distill, "CHUNK", 10)
+    wiki = {"chunks": 3, "sources": ["train.00.txt.gz", "train.01.txt.gz"]}
+    reviews = {"chunks": 2, "sources": ["unsup.csv.gz"]}
+    assert distill.passages_description({"mixed_from": [wiki, reviews]}) == (
+        "30 Wikipedia sentences and 20 IMDb unlabelled-review sentences")
+    assert distill.passages_description({"passages": 7, "sources": ["my-tickets.csv.gz"]}) == (
+        "7 sentences of my-tickets.csv.gz")
+
+
+def test_rewriting_a_card_needs_the_card(tmp_path):
+    with pytest.raises(SystemExit, match="no card"):
+        distill.rewrite_card(tmp_path / "student.fwd.pt")

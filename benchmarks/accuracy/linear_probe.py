@@ -93,5 +93,6 @@ def pooling_columns(width: int, model: ULMFiTClassifier) -> dict[str, np.ndarray
                                      for d in range(len(model.models_))])
             for k, pooling in enumerate(POOLINGS)}
 
+
 if __name__ == "__main__":
     main()

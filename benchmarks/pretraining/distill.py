@@ -482,6 +482,8 @@ def rewrite_card(weights: Path) -> None:
     from skulmfit.model import LanguageModel
     from skulmfit.pretrained import load_weights, save_weights
     path = weights.with_suffix(".json")
+    if not path.exists():
+        raise SystemExit(f"{weights}: no card {path.name} beside it (distill.py train writes one)")
     run = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("file", "sha256")}
     if "distillation" in run:
         return
@@ -533,7 +535,11 @@ def bundle_card(run: dict, init: dict, *, sizes: dict, tokenizer: str) -> dict:
 def passages_description(corpus: dict) -> str:
     """``corpus.json`` in words: how many passages of which source."""
     def kind(sources: list[str]) -> str:
-        return "IMDb unlabelled-review sentences" if "unsup.csv.gz" in sources else "Wikipedia sentences"
+        if sources == ["unsup.csv.gz"]:
+            return "IMDb unlabelled-review sentences"
+        if sources and all(re.fullmatch(r"train\.\d+\.txt\.gz", source) for source in sources):
+            return "Wikipedia sentences"
+        return f"sentences of {', '.join(sources) or 'unnamed sources'}"
     parts = [(part["chunks"] * CHUNK, kind(part["sources"])) for part in corpus.get("mixed_from", [])]
     if not parts:
         parts = [(corpus["passages"], kind(corpus.get("sources", [])))]
