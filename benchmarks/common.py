@@ -122,9 +122,17 @@ def read_records(path: Path) -> list[dict]:
 
 
 def row_label(record: dict) -> str:
-    """The method of an accuracy record, with whatever made the run smaller than the full setting."""
+    """The method of an accuracy record, with whatever made the run smaller than the full setting.
+
+    An untagged run of a pretrained model names the model, ``bidirectional[wiki-en-sub]``, so that
+    the rows stay apart when the default model changes; a tag (``skulmfit[lr0.02]``) names its run.
+    """
     reduced = record.get("reduced") or []
-    return record["method"] + (f" ({', '.join(reduced)})" if reduced else "")
+    method = record["method"]
+    model = (record.get("params") or {}).get("pretrained")
+    if "[" not in method and model not in (None, "None"):
+        method += f"[{Path(model).name}]"  # a bundled model's name, or a weight file's or folder's
+    return method + (f" ({', '.join(reduced)})" if reduced else "")
 
 
 def latest_runs(records: list[dict]) -> list[dict]:

@@ -100,6 +100,21 @@ def test_table_counts_a_rerun_of_the_same_seed_once_the_latest(accuracy, tmp_pat
     assert "| skulmfit | 65.0 ± 7.1 (2) |" in (tmp_path / "t.md").read_text().splitlines()
 
 
+def test_rows_name_the_pretrained_model_unless_a_tag_names_the_run(accuracy, tmp_path):
+    def record(method, pretrained, a):
+        return {"dataset": "sst2", "method": method, "budget": "500", "labels": 500, "seed": 0, "accuracy": a,
+                "params": {"pretrained": pretrained}}
+    records = [record("bidirectional", "wiki-en-sub", 0.68), record("bidirectional", "en-distilled", 0.76),
+               record("bidirectional[lr0.02]", "wiki-en-sub", 0.7), record("no-pretraining", "None", 0.58),
+               record("skulmfit", "runs/my-model.fwd.pt", 0.6), record("tfidf-lr", None, 0.69)]
+    accuracy.write_table(records, tmp_path / "t.md")
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    for row in ("| bidirectional[wiki-en-sub] | 68.0 (1) |", "| bidirectional[en-distilled] | 76.0 (1) |",
+                "| bidirectional[lr0.02] | 70.0 (1) |", "| no-pretraining | 58.0 (1) |",
+                "| skulmfit[my-model.fwd.pt] | 60.0 (1) |", "| tfidf-lr | 69.0 (1) |"):
+        assert row in lines
+
+
 def test_records_name_the_commit_they_ran(accuracy):
     commit = accuracy.versions("skulmfit")["skulmfit_commit"]
     assert commit is None or len(commit.split("+")[0]) >= 7

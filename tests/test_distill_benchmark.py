@@ -206,6 +206,48 @@ def test_a_students_card_has_the_bundled_layout_with_what_distillation_added(dis
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_report_completes_the_cards_with_what_the_distillation_is_judged_on(monkeypatch, tmp_path, tiny_itos):
+    """Bits/char of the model it continued, every probed arm with the teacher, in-fit accuracy per
+    model; the weight file is not touched."""
+    import skulmfit.pretrained
+    from conftest import tiny_model_pair
+
+    bundled = tiny_model_pair(tmp_path / "bundled", "base", tiny_itos)
+    for direction, bits in (("fwd", 1.5), ("bwd", 1.4)):
+        card = json.loads((bundled / f"base.{direction}.json").read_text())
+        card["evaluation"] = {"wikipedia_valid": {"bits_per_char": bits}, "wikitext2_test": {"bits_per_char": bits + .1}}
+        (bundled / f"base.{direction}.json").write_text(json.dumps(card))
+    monkeypatch.setattr(skulmfit.pretrained, "_weights_dir", lambda: bundled)
+    students = []
+    for direction in ("forward", "backward"):
+        weights = tmp_path / f"student.{'bwd' if direction == 'backward' else 'fwd'}.pt"
+        weights.write_bytes(b"weights")
+        weights.with_suffix(".json").write_text(json.dumps(
+            {"name": "student", "direction": direction, "promoted_from": f"run.{weights.name.split('.')[1]}.pt",
+             "distillation": {"init": {"name": "base"}}}))
+        students.append(weights)
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text("".join(json.dumps({"model": m, "dataset": "sst2", "labels": 500, "accuracy": a}) + "\n"
+                             for m, a in (("base", 0.6), ("teacher", 0.77), ("out/run.fwd.pt", 0.76))))
+    fit = tmp_path / "fit.jsonl"
+    fit.write_text("".join(json.dumps({"tag": t, "dataset": "sst2", "labels": 500, "valid_accuracy": a}) + "\n"
+                           for t, a in (("new", 0.75), ("new", 0.77), ("old", 0.7), ("other", 0.1))))
+    distill.report(students, probe_records=probe, fit_records=fit, fit_tags={"student": "new", "base": "old"})
+    forward, backward = (json.loads(w.with_suffix(".json").read_text())["distillation"] for w in students)
+    assert forward["before"] == {"model": "base", "bits_per_char": {"wikipedia_valid": 1.5, "wikitext2_test": 1.6}}
+    assert backward["before"]["bits_per_char"]["wikipedia_valid"] == 1.4
+    assert forward["frozen_probe"]["columns"] == ["sst2 500"]
+    assert forward["frozen_probe"]["rows"] == {"base": ["60.0 ± 0.0"], "teacher": ["77.0 ± 0.0"],
+                                               "student, forward (run.fwd.pt)": ["76.0 ± 0.0"]}
+    assert backward["frozen_probe"]["rows"] == forward["frozen_probe"]["rows"]
+    assert forward["in_fit"]["rows"] == [
+        {"model": "student", "tag": "new", "accuracy": {"sst2 500": {"mean": 76.0, "samples": 2}}},
+        {"model": "base", "tag": "old", "accuracy": {"sst2 500": {"mean": 70.0, "samples": 1}}}]
+    assert all(w.read_bytes() == b"weights" for w in students)
+    with pytest.raises(SystemExit, match="no records tagged gone"):
+        distill.report(students, probe_records=probe, fit_records=fit, fit_tags={"student": "gone"})
+
+
 def test_the_distillation_corpus_is_described_by_its_sources(monkeypatch):
     monkeypatch.setattr(distill, "CHUNK", 10)
     wiki = {"chunks": 3, "sources": ["train.00.txt.gz", "train.01.txt.gz"]}

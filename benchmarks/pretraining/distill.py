@@ -19,6 +19,10 @@ Step by step (each command resumes where it stopped and writes under ``WORK``, o
     python -m benchmarks.pretraining.promote_model OUT/NAME.fwd.pt en-distilled --status "..."  # and .bwd.pt
     python -m benchmarks.pretraining.lm_eval skulmfit/weights/en-distilled.*.pt --valid ... --wikitext ... \
         --update-cards
+    # 6. and with what the distillation is judged on: bits/char before, every probed arm, in-fit accuracy
+    python -m benchmarks.pretraining.distill report skulmfit/weights/en-distilled.*.pt \
+        --fit-records benchmarks/accuracy/results/tune_defaults.jsonl \
+        --fit-tag en-distilled=distill-fit-mix-w32-both wiki-en-sub=distill-fit-base-both
 
 ``corpus`` writes ``WORK/passages.txt`` (one passage per line, in encoding order: the first chunks
 are a uniform sample of the whole corpus, so a run stopped early still has one) and
@@ -618,8 +622,9 @@ def frozen_features(work: Path, model: str, texts: list[str], dataset: str) -> n
     return pooled @ state["weight"].float().numpy().T + state["bias"].float().numpy()
 
 
-def table(records: Path) -> str:
-    """The probe's records as a markdown table: mean ± standard deviation over seeds, per model."""
+def probe_summary(records: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """The probe's records as columns (``"sst2 500"``) and, per model, "mean ± std" over seeds per
+    column ("-" where not run), models in the order they were first probed."""
     import collections
     runs = collections.defaultdict(list)
     for line in records.read_text().splitlines():
@@ -627,11 +632,67 @@ def table(records: Path) -> str:
         runs[(Path(record["model"]).name, record["dataset"], record["labels"])].append(100 * record["accuracy"])
     models = list(dict.fromkeys(model for model, _, _ in runs))
     columns = sorted({(dataset, labels) for _, dataset, labels in runs}, key=lambda c: (PROBE_SETS.index(c[0]), c[1]))
-    lines = ["| features | " + " | ".join(f"{d} {n}" for d, n in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for model in models:
-        cells = [f"{np.mean(v):.1f} ± {np.std(v):.1f}" if (v := runs.get((model, *c))) else "-" for c in columns]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    rows = {model: [f"{np.mean(v):.1f} ± {np.std(v):.1f}" if (v := runs.get((model, *c))) else "-" for c in columns]
+            for model in models}
+    return [f"{d} {n}" for d, n in columns], rows
+
+
+def table(records: Path) -> str:
+    """The probe's records as a markdown table: mean ± standard deviation over seeds, per model."""
+    columns, rows = probe_summary(records)
+    lines = ["| features | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {model} | " + " | ".join(cells) + " |" for model, cells in rows.items()]
     return "\n".join(lines)
+
+
+def fit_summary(records: Path, tags: dict[str, str]) -> list[dict]:
+    """Validation accuracy inside ``fit`` (``tune_defaults.py`` records) of each ``{label: tag}``:
+    per dataset and label budget, the mean over label samples in % and how many samples."""
+    import collections
+    runs = collections.defaultdict(list)
+    for line in records.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("tag") in tags.values():
+            runs[(record["tag"], f"{record['dataset']} {record['labels']}")].append(100 * record["valid_accuracy"])
+    missing = [tag for tag in tags.values() if not any(t == tag for t, _ in runs)]
+    if missing:
+        raise SystemExit(f"{records}: no records tagged {', '.join(missing)}")
+    return [{"model": label, "tag": tag,
+             "accuracy": {column: {"mean": round(float(np.mean(v)), 1), "samples": len(v)}
+                          for (t, column), v in runs.items() if t == tag}}
+            for label, tag in tags.items()]
+
+
+def report(weights: list[Path], *, probe_records: Path, fit_records: Path, fit_tags: dict[str, str]) -> None:
+    """Completes each student's card (the JSON beside its weights; the weight file is unchanged) with
+    what its distillation is judged on, under ``distillation``: the model it continued and that
+    model's bits per character (``before``: compare with the card's own ``evaluation``), every
+    probed arm with the teacher's ceiling (``frozen_probe``: frozen features + logistic regression,
+    forward direction) and the validation accuracy inside ``fit`` (``in_fit``)."""
+    from skulmfit.pretrained import model_card
+    columns, rows = probe_summary(probe_records)
+    frozen_probe = {"method": "frozen concat pooling (forward direction) + standardized logistic regression, "
+                              "validation sets, mean ± std over 3 label samples, accuracy in %",
+                    "records": probe_records.name, "columns": columns, "rows": rows}
+    in_fit = {"method": "ULMFiTClassifier(pretrained=MODEL, random_state=seed), every other default, "
+                        "validation accuracy in % (benchmarks/accuracy/tune_defaults.py)",
+              "records": fit_records.name, "rows": fit_summary(fit_records, fit_tags)}
+    for path in weights:
+        card_path = path.with_suffix(".json")
+        card = json.loads(card_path.read_text())
+        if "distillation" not in card:
+            raise SystemExit(f"{card_path}: not a distilled model's card")
+        init = card["distillation"]["init"]["name"]
+        evaluation = model_card(init, card["direction"] == "backward").get("evaluation", {})
+        card["distillation"]["before"] = {
+            "model": init, "bits_per_char": {key: evaluation[key]["bits_per_char"] for key in
+                                             ("wikipedia_valid", "wikitext2_test") if key in evaluation}}
+        # the probe reads forward models: name this model's forward file as the bundled model
+        forward_file = card.get("promoted_from", "").replace(".bwd.", ".fwd.")
+        named = {(f"{card['name']}, forward ({model})" if model == forward_file else model): cells
+                 for model, cells in rows.items()}
+        card["distillation"].update(frozen_probe={**frozen_probe, "rows": named}, in_fit=in_fit)
+        card_path.write_text(json.dumps(card, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -679,6 +740,12 @@ def main(argv: list[str] | None = None) -> None:
     probing.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "distill_probe.jsonl")
     carding = commands.add_parser("card", help="rewrite a student's card (written before) in the bundled layout")
     carding.add_argument("weights", type=Path, nargs="+", help="student weight files, each with its .json beside it")
+    reporting = commands.add_parser("report", help="complete students' cards with the figures they are judged on")
+    reporting.add_argument("weights", type=Path, nargs="+", help="student weight files, each with its .json beside it")
+    reporting.add_argument("--probe", type=Path, default=Path(__file__).parent / "results" / "distill_probe.jsonl")
+    reporting.add_argument("--fit-records", type=Path, required=True, help="tune_defaults.py's records")
+    reporting.add_argument("--fit-tag", nargs="+", required=True, metavar="MODEL=TAG",
+                           help="which records are which model's, e.g. en-distilled=distill-fit-mix-w32-both")
     tabulating = commands.add_parser("table", help="the probe's records as a markdown table")
     tabulating.add_argument("records", type=Path, nargs="?",
                             default=Path(__file__).parent / "results" / "distill_probe.jsonl")
@@ -703,6 +770,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "card":
         for weights in args.weights:
             rewrite_card(weights)
+    elif args.command == "report":
+        tags = dict(pair.split("=", 1) for pair in args.fit_tag)
+        report(args.weights, probe_records=args.probe, fit_records=args.fit_records, fit_tags=tags)
     else:
         print(table(args.records))
 

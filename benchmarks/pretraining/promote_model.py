@@ -7,6 +7,7 @@ bundled name, so that ``pretrained=NAME`` finds it.
 The card keeps its training record and measurements; its name, file and checksum are rewritten, and
 ``--status`` (a sentence for the model-cards page: what it is, the figures it was chosen on) is set.
 Run ``python -m benchmarks.pretraining.lm_eval skulmfit/weights/NAME.*.pt ... --update-cards`` afterwards.
+Given a bundled model's own file, it only sets the status (when the default changes, for example).
 """
 from __future__ import annotations
 
@@ -30,9 +31,12 @@ def main() -> None:
     lm = load_weights(args.weights)  # refuses anything that is not a skulmfit weight file
     direction = "bwd" if lm.backwards else "fwd"
     target = args.folder / f"{args.name}.{direction}.pt"
-    shutil.copyfile(args.weights, target)
     card = json.loads(args.weights.with_suffix(".json").read_text())
-    card.update(name=args.name, file=target.name, sha256=sha256(target), promoted_from=args.weights.name)
+    if target.exists() and target.samefile(args.weights):  # already bundled: a new status only
+        card.update(name=args.name, file=target.name, sha256=sha256(target))
+    else:
+        shutil.copyfile(args.weights, target)
+        card.update(name=args.name, file=target.name, sha256=sha256(target), promoted_from=args.weights.name)
     if args.status:
         card["status"] = args.status
     target.with_suffix(".json").write_text(json.dumps(card, indent=2))

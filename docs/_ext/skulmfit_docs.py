@@ -109,6 +109,8 @@ def _summary_rows(cards: dict[str, dict]) -> list[list[str]]:
     ]
     for key, label in EVALUATIONS:
         rows += [
+            row(f"{label}: bits per character before distillation",
+                lambda c, key=key: _number(c["distillation"]["before"]["bits_per_char"][key], 4)),
             row(f"{label}: bits per character", evaluation(key, "bits_per_char", 4)),
             row(f"{label}: open-vocabulary bits per character", evaluation(key, "open_bits_per_char", 4)),
             row(f"{label}: per-word perplexity", evaluation(key, "word_perplexity")),
@@ -148,6 +150,25 @@ def _distillation_rows(card: dict) -> list[list[str]]:
             for entry in card.get("distillation", {}).get("log", [])]
 
 
+def _distillation_judgement(distillation: dict) -> list[str]:
+    """What a distilled model was judged on (``distill.py report``): every probed arm beside the
+    teacher, and the accuracy inside ``fit``; the same in both directions' cards."""
+    lines = []
+    probe = distillation.get("frozen_probe")
+    if probe:
+        rows = [[f"``{model}``", *cells] for model, cells in probe["rows"].items()]
+        lines += _list_table(f"Distillation arms and the teacher's ceiling: {probe['method']}",
+                             ["features", *probe["columns"]], rows)
+    in_fit = distillation.get("in_fit")
+    if in_fit:
+        columns = list(dict.fromkeys(column for row in in_fit["rows"] for column in row["accuracy"]))
+        rows = [[f"``{row['model']}``", *(f"{row['accuracy'][c]['mean']:.1f} ({row['accuracy'][c]['samples']})"
+                                          if c in row["accuracy"] else "" for c in columns)]
+                for row in in_fit["rows"]]
+        lines += _list_table(f"Inside fit: {in_fit['method']}, (label samples)", ["model", *columns], rows)
+    return lines
+
+
 def _size_comparison(card: dict) -> list[str]:
     comparison = card.get("size_comparison")
     if not comparison or "table" not in comparison:
@@ -176,6 +197,7 @@ def model_cards_rst() -> list[str]:
             lines += _list_table("Pretraining settings (``skulmfit pretrain``)", ["setting", *cards], training)
         first = next(iter(cards.values()))
         lines += _size_comparison(first)
+        lines += _distillation_judgement(first.get("distillation", {}))
         for direction, card in cards.items():
             rows = _log_rows(card)
             if rows:
