@@ -171,21 +171,29 @@ def engine_settings(assignments: list[str]) -> dict:
 
 
 def engine_classifier(engine: dict) -> type[ULMFiTClassifier]:
-    """``ULMFiTClassifier``, or a subclass that fine-tunes language models with the constants' values in
-    ``engine`` (from :func:`engine_settings`) in place of their defaults."""
+    """``ULMFiTClassifier``, or a subclass that fine-tunes language models and trains heads with the
+    constants' values in ``engine`` (from :func:`engine_settings`) in place of their defaults."""
     if not engine:
         return ULMFiTClassifier
-    fields = _engine_constants()
-    choices = {fields[name]: value for name, value in engine.items()}
-    return type("EngineArm", (ULMFiTClassifier,), {"lm_engine_choices": choices, "__module__": __name__})
+    constants = _engine_constants()
+    choices = {"lm_engine_choices": {}, "head_engine_choices": {}}
+    for name, value in engine.items():
+        stage, field = constants[name]
+        choices[stage][field] = value
+    return type("EngineArm", (ULMFiTClassifier,), {**choices, "__module__": __name__})
 
 
-def _engine_constants() -> dict[str, str]:
-    """``{constant of skulmfit.engine: the field of LMFineTuning it is the default of}``."""
-    defaults = {f.name: f.default for f in dataclasses.fields(skulmfit.engine.LMFineTuning)
-                if f.default is not dataclasses.MISSING}
-    return {f"LM_{name.upper()}": name for name, default in defaults.items()
-            if getattr(skulmfit.engine, f"LM_{name.upper()}", None) == default}
+def _engine_constants() -> dict[str, tuple[str, str]]:
+    """``{constant of skulmfit.engine: (the estimator's choices attribute, the field it is the default of)}``:
+    ``LM_*`` of :class:`~skulmfit.engine.LMFineTuning`, ``HEAD_*`` of :class:`~skulmfit.engine.HeadTraining`."""
+    constants = {}
+    for prefix, settings, attribute in (("LM", skulmfit.engine.LMFineTuning, "lm_engine_choices"),
+                                        ("HEAD", skulmfit.engine.HeadTraining, "head_engine_choices")):
+        for field in dataclasses.fields(settings):
+            name = f"{prefix}_{field.name.upper()}"
+            if field.default is not dataclasses.MISSING and getattr(skulmfit.engine, name, None) == field.default:
+                constants[name] = (attribute, field.name)
+    return constants
 
 
 # ----------------------------------------------------------------------------- language-model figures

@@ -33,6 +33,9 @@ RANDOM_INIT_SIZES = dict(emb_size=128, hidden_size=384, n_layers=2)
 LM_SAMPLED_SOFTMAX = 1024
 # The language model is fine-tuned with its base dropouts times drop_mult times this.
 LM_DROP_SCALE = 2.0
+# Epochs of the head alone on the frozen encoder's features before gradual unfreezing (LP-FT;
+# 0: ULMFiT's recipe as the paper has it).
+HEAD_WARMUP_EPOCHS = 0
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ n_iter_no_change
         The weight of each encoded class in the loss.
     loss : {"cross_entropy", "bce", "mse"}
         Single-label classes, multi-label labels, or real targets.
+    warmup_epochs : int, default=HEAD_WARMUP_EPOCHS
+        Epochs of the head alone on the frozen encoder's pooled features, computed once, before
+        gradual unfreezing (LP-FT's linear probe; 0: none).
     """
 
     epochs: int
@@ -99,6 +105,7 @@ n_iter_no_change
     n_iter_no_change: int | None
     class_weight: np.ndarray | None
     loss: str
+    warmup_epochs: int = HEAD_WARMUP_EPOCHS
 
 
 def fit_directions(lm_corpus: list[list[str]], tokens: list[list[str]], targets: np.ndarray, *,
@@ -316,7 +323,8 @@ def _fit_direction(plan: _DirectionPlan, *, backwards: bool, source: PretrainedL
             sample_weight=None if plan.sample_weight is None else plan.sample_weight[plan.train_idx],
             gradual_unfreezing=head.gradual_unfreezing, discriminative_lr=head.discriminative_lr,
             slanted_triangular=head.slanted_triangular, bf16=head.precision == "bf16", validation=validation,
-            n_iter_no_change=head.n_iter_no_change, loss=head.loss, progress=progress)
+            n_iter_no_change=head.n_iter_no_change, loss=head.loss, head_warmup_epochs=head.warmup_epochs,
+            progress=progress)
     return vocab, model, history, encoder["record"]
 
 

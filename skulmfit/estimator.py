@@ -84,6 +84,8 @@ class _ULMFiTEstimator(BaseEstimator):
     #: defaults. Benchmarks compare other choices in a subclass that sets it
     #: (``python -m benchmarks.accuracy.tune_defaults --engine``).
     lm_engine_choices: Mapping[str, object] = MappingProxyType({})
+    #: The same for :class:`skulmfit.engine.HeadTraining` (``warmup_epochs``).
+    head_engine_choices: Mapping[str, object] = MappingProxyType({})
 
     _parameter_constraints: dict = {
         "pretrained": [str, HasMethods("__fspath__"), None],
@@ -173,7 +175,7 @@ class _ULMFiTEstimator(BaseEstimator):
             drop_mult=self.drop_mult, gradual_unfreezing=self.gradual_unfreezing,
             discriminative_lr=self.discriminative_lr, slanted_triangular=self.slanted_triangular,
             precision=precision, n_iter_no_change=self.n_iter_no_change, class_weight=class_weight,
-            loss=self._training_loss(target_attributes))
+            loss=self._training_loss(target_attributes), **self.head_engine_choices)
         n_threads = torch.get_num_threads()
         with _explain_non_finite_loss(self, precision):
             fits = fit_directions(

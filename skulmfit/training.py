@@ -198,7 +198,7 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
                      weight_decay: float = 0.01, bf16: bool = False,
                      validation: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
                      n_iter_no_change: int | None = None, loss: str = "cross_entropy",
-                     progress: SilentProgress | None = None) -> list[dict]:
+                     head_warmup_epochs: int = 0, progress: SilentProgress | None = None) -> list[dict]:
     """Trains the classifier (or regressor) head and encoder in ULMFiT's stages; returns one record per epoch.
 
     With ``gradual_unfreezing`` the top layer group trains alone for an epoch, then one more
@@ -210,7 +210,8 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
     per label); ``loss="mse"`` real targets ``y`` of shape (n, n_outputs), best standardised.
     With ``validation`` the accuracy (micro-F1, R^2) is measured after every epoch, the
     best weights are restored at the end, and ``n_iter_no_change`` epochs without improvement
-    in the last stage stop training early.
+    in the last stage stop training early. ``head_warmup_epochs`` > 0 first fits the head alone to
+    the frozen encoder's features (:func:`warm_up_head`), before the stages.
     """
     device = torch.device(device)
     rng = rng if rng is not None else np.random.default_rng()
@@ -231,6 +232,11 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
     model.to(device)
 
     history: list[dict] = []
+    if head_warmup_epochs > 0:
+        history += warm_up_head(model, docs, targets, epochs=head_warmup_epochs, lr=lrs[-1], batch_size=batch_size,
+                                device=device, rng=rng, backwards=backwards, loss_function=loss_function,
+                                class_weight=class_weight, sample_weight=sample_weight, weight_decay=weight_decay,
+                                cut_frac=cut_frac, ratio=ratio, bf16=bf16)
     best_score, best_state, stale = -np.inf, None, 0
     for stage_index, (n_trainable, stage_epochs) in enumerate(stages):
         freeze_to(groups, n_trainable)
@@ -251,14 +257,9 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
                     set_stlr(optimizer, step, total_steps, cut_frac, ratio)
                 with autocast(device, bf16):
                     logits = model(ids.to(device), doc_lengths.to(device))
-                batch_weight = None if sample_weight is None else sample_weight[indices].to(device)
-                loss = loss_function(logits.float(), targets[indices].to(device), class_weight, batch_weight)
-                losses.append(loss.item())
-                _check_finite(losses[-1], f"classifier loss ({label}, step {len(losses)})")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), CLASSIFIER_CLIP)
-                optimizer.step()
+                losses.append(_classifier_step(model, optimizer, logits, indices, targets=targets,
+                                               loss_function=loss_function, class_weight=class_weight,
+                                               sample_weight=sample_weight, what=f"{label}, step {len(losses) + 1}"))
                 progress.step(losses[-1])
                 step += 1
             record = {"trainable_groups": n_trainable, "loss": float(np.mean(losses)),
@@ -281,6 +282,54 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    return history
+
+
+def _classifier_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, outputs: torch.Tensor,
+                     indices: np.ndarray, *, targets: torch.Tensor, loss_function, class_weight: torch.Tensor | None,
+                     sample_weight: torch.Tensor | None, what: str) -> float:
+    """One update of ``module`` from the ``outputs`` of the batch of documents ``indices``; returns its loss."""
+    device = outputs.device
+    batch_weight = None if sample_weight is None else sample_weight[indices].to(device)
+    loss = loss_function(outputs.float(), targets[indices].to(device), class_weight, batch_weight)
+    value = loss.item()
+    _check_finite(value, f"classifier loss ({what})")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), CLASSIFIER_CLIP)
+    optimizer.step()
+    return value
+
+
+def warm_up_head(model: TextClassifier, docs: Sequence[np.ndarray], targets: torch.Tensor, *, epochs: int,
+                 lr: float, batch_size: int, device: torch.device, rng: np.random.Generator, backwards: bool,
+                 loss_function, class_weight: torch.Tensor | None, sample_weight: torch.Tensor | None,
+                 weight_decay: float, cut_frac: float, ratio: float, bf16: bool) -> list[dict]:
+    """The head alone fitted to the frozen encoder's pooled features, before gradual unfreezing: the
+    linear probe of LP-FT (Kumar et al., 2022), which keeps a randomly initialised head from
+    distorting good pretrained features while it is still wrong. The features are computed once,
+    without dropout, so each of the ``epochs`` costs next to nothing; one slanted triangular schedule
+    spans them all. Returns one record per epoch, marked ``frozen_features``."""
+    if len(docs) < 2:  # BatchNorm cannot train on one row
+        return []
+    features = torch.from_numpy(pooled_features(model, docs, batch_size=batch_size, device=device,
+                                                backwards=backwards, bf16=bf16))
+    head = model[1]
+    optimizer = make_optimizer([[head]], [lr], weight_decay)
+    batches_per_epoch = max(1, len(docs) // batch_size)  # so that no batch has a single row
+    total_steps, step, history = epochs * batches_per_epoch, 0, []
+    head.train()
+    for _ in range(epochs):
+        started, losses = time.perf_counter(), []
+        for indices in np.array_split(rng.permutation(len(docs)), batches_per_epoch):
+            set_stlr(optimizer, step, total_steps, cut_frac, ratio)
+            outputs = head(features[indices].to(device))
+            losses.append(_classifier_step(head, optimizer, outputs, indices, targets=targets,
+                                           loss_function=loss_function, class_weight=class_weight,
+                                           sample_weight=sample_weight, what=f"head warm-up, step {step + 1}"))
+            step += 1
+        history.append({"trainable_groups": 1, "frozen_features": True, "loss": float(np.mean(losses)),
+                        "seconds": round(time.perf_counter() - started, 3)})
     return history
 
 

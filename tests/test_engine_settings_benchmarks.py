@@ -21,7 +21,10 @@ def test_tune_defaults_builds_a_classifier_of_other_engine_settings_and_refuses_
     assert skulmfit.engine.LM_SAMPLED_SOFTMAX == 1024 and skulmfit.engine.LM_DROP_SCALE == 2.0
     assert ULMFiTClassifier.lm_engine_choices == {}
     assert common.engine_classifier({}) is ULMFiTClassifier
-    for wrong in ["NOT_A_CONSTANT=1", "lm_epochs=3", "np=1", "RANDOM_INIT_SIZES={}"]:
+    head = common.engine_classifier(common.engine_settings(["HEAD_WARMUP_EPOCHS=20"]))
+    assert head.head_engine_choices == {"warmup_epochs": 20} and head.lm_engine_choices == {}
+    assert skulmfit.engine.HEAD_WARMUP_EPOCHS == 0 and ULMFiTClassifier.head_engine_choices == {}
+    for wrong in ["NOT_A_CONSTANT=1", "lm_epochs=3", "np=1", "RANDOM_INIT_SIZES={}", "HEAD_EPOCHS=3"]:
         with pytest.raises(SystemExit, match="not an engine constant"):
             common.engine_settings([wrong])
 

@@ -751,6 +751,20 @@ class SampledSoftmax8(ULMFiTClassifier):
     lm_engine_choices = {"sampled_softmax": 8}
 
 
+class HeadWarmup2(ULMFiTClassifier):
+    """A head engine choice, as tune_defaults.py --engine HEAD_WARMUP_EPOCHS=2 makes one."""
+
+    head_engine_choices = {"warmup_epochs": 2}
+
+
+def test_a_head_engine_choice_reaches_the_classifier_training(tiny_weights, binary_task):
+    texts, y = binary_task
+    clf = HeadWarmup2(**make(tiny_weights).get_params()).fit(texts, y)
+    assert [r.get("frozen_features", False) for r in clf.history_[0][:3]] == [True, True, False]
+    assert not any(r.get("frozen_features") for r in make(tiny_weights).fit(texts, y).history_[0])
+    assert engine_module.HEAD_WARMUP_EPOCHS == 0 and ULMFiTClassifier.head_engine_choices == {}
+
+
 def test_language_model_fine_tuning_uses_the_sampled_softmax_and_its_size_keys_the_cache(
         tiny_weights, binary_task, tmp_path, monkeypatch):
     texts, y = binary_task

@@ -18,6 +18,8 @@ from skulmfit.training import (
     pooled_features,
     predict_logits,
     train_classifier,
+    warm_up_head,
+    weighted_cross_entropy,
 )
 
 
@@ -207,6 +209,36 @@ def test_train_classifier_stage_history_gradual_unfreezing():
     assert torch.equal(s[2]["0.encoder.weight"], init["0.encoder.weight"])
     assert not torch.equal(s[2]["0.rnns.0.weight_hh_l0_raw"], init["0.rnns.0.weight_hh_l0_raw"])
     assert not torch.equal(s[3]["0.encoder.weight"], init["0.encoder.weight"])
+
+
+@pytest.mark.parametrize("n_docs", [40, 33])
+def test_a_head_warm_up_fits_the_head_alone_to_frozen_features(n_docs):
+    docs, y = toy_task(n_docs, seed=1)
+    model = small_classifier()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    history = warm_up_head(model, docs, torch.as_tensor(y), epochs=5, lr=1e-2, batch_size=16, device=torch.device("cpu"),
+                           rng=np.random.default_rng(0), backwards=False, loss_function=weighted_cross_entropy,
+                           class_weight=None, sample_weight=None, weight_decay=0.01, cut_frac=0.1, ratio=32.0,
+                           bf16=False)
+    assert len(history) == 5 and all(r["frozen_features"] and r["trainable_groups"] == 1 for r in history)
+    assert history[-1]["loss"] < history[0]["loss"]
+    after = model.state_dict()
+    assert same_state({k: v for k, v in after.items() if k.startswith("0.")},
+                      {k: v for k, v in before.items() if k.startswith("0.")})
+    assert not torch.equal(after["1.layers.2.weight"], before["1.layers.2.weight"])
+    one = warm_up_head(model, docs[:1], torch.as_tensor(y[:1]), epochs=5, lr=1e-2, batch_size=16,
+                       device=torch.device("cpu"), rng=np.random.default_rng(0), backwards=False,
+                       loss_function=weighted_cross_entropy, class_weight=None, sample_weight=None,
+                       weight_decay=0.01, cut_frac=0.1, ratio=32.0, bf16=False)
+    assert one == []  # BatchNorm cannot train on one document: no warm-up
+
+
+def test_train_classifier_warms_the_head_up_before_the_stages():
+    docs, y = toy_task(40, seed=1)
+    history = train_classifier(small_classifier(), docs, y, epochs=2, lr=1e-2, batch_size=16,
+                               rng=np.random.default_rng(0), head_warmup_epochs=3)
+    assert [(r["trainable_groups"], r.get("frozen_features", False)) for r in history] == (
+        [(1, True)] * 3 + [(1, False), (2, False), (3, False), (4, False), (4, False)])
 
 
 def test_train_classifier_without_gradual_unfreezing():

@@ -13,10 +13,11 @@ validation accuracy per setting and dataset.
         --settings '{"lm_epochs": 2}' '{"lm_epochs": 6}'
 
 ``--engine NAME=VALUE`` fits with another value of one of ``skulmfit.engine``'s constants that are no
-parameters (``LM_SAMPLED_SOFTMAX=0``, ``LM_DROP_SCALE=0.6``), to compare such a choice; records keep it.
-The classifier is then a subclass (``benchmarks.common.engine_classifier``) whose ``lm_engine_choices``
-name the value (the field of ``skulmfit.engine.LMFineTuning`` the constant is the default of); the
-constant itself is never changed.
+parameters (``LM_SAMPLED_SOFTMAX=0``, ``LM_DROP_SCALE=0.6``, ``HEAD_WARMUP_EPOCHS=20``), to compare such a
+choice; records keep it. The classifier is then a subclass (``benchmarks.common.engine_classifier``)
+whose ``lm_engine_choices`` / ``head_engine_choices`` name the value (the field of
+``skulmfit.engine.LMFineTuning`` / ``HeadTraining`` the constant is the default of); the constant
+itself is never changed.
 """
 from __future__ import annotations
 
