@@ -374,7 +374,7 @@ class ULMFiTClassifier(ClassifierMixin, _ULMFiTEstimator):
 
     Parameters
     ----------
-    pretrained : str, path or None, default="wiki-en-sub"
+    pretrained : str, path or None, default="en-distilled"
         A bundled model's name (see :func:`skulmfit.available_models`), a skulmfit weight file,
         a folder or file of fastai WT103 weights, or ``None`` for random initialisation. The
         pretrained model brings its own tokenizer (word-level or subword); with ``None`` the

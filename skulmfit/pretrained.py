@@ -30,7 +30,7 @@ from .model import AWDLSTMConfig, LanguageModel
 from .text import Tokenizer
 
 FORMAT = "skulmfit-awdlstm-1"
-DEFAULT_MODEL = "wiki-en-sub"
+DEFAULT_MODEL = "en-distilled"
 
 
 # ----------------------------------------------------------------------------- files

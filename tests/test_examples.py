@@ -18,9 +18,9 @@ from sklearn.model_selection import ParameterGrid
 import skulmfit.datasets
 import skulmfit.pretrained
 from skulmfit.datasets import load_trec6
+from skulmfit.pretrained import DEFAULT_MODEL
 
-from conftest import NEG, POS
-from conftest import tiny_model_pair
+from conftest import NEG, POS, tiny_model_pair
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NAMES = sorted(path.stem for path in EXAMPLES.glob("*.py") if path.stem != "data")
@@ -46,7 +46,7 @@ def tiny_trec6(subset="train", return_X_y=False):
 
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory, tiny_itos):
-    return tiny_model_pair(tmp_path_factory.mktemp("bundled"), "wiki-en-sub", tiny_itos)
+    return tiny_model_pair(tmp_path_factory.mktemp("bundled"), DEFAULT_MODEL, tiny_itos)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ beforehand on tiny data: ``texts`` / ``labels`` (32 short reviews, two classes),
 ``skulmfit pretrain`` command would have written (``my-lm/``) and a Parquet file of texts
 (``big.parquet``).
 
-The bundled language models are replaced by a tiny one under the same name (``wiki-en-sub``, both
+The bundled language models are replaced by a tiny one under the default's name (``DEFAULT_MODEL``, both
 directions, an 8-dimensional embedding; ``skulmfit.pretrained._weights_dir`` points at it), so the
 blocks run with every default, including the default ``pretrained`` and ``bidirectional="auto"``. Blocks that use Dask get an in-process
 cluster (one worker thread): ``distributed.Client(...)`` returns it, whatever address a block
@@ -33,6 +33,7 @@ import torch
 
 import skulmfit.pretrained
 from skulmfit import ULMFiTClassifier
+from skulmfit.pretrained import DEFAULT_MODEL
 
 from conftest import NEG, NEU, POS, tiny_model_pair
 
@@ -66,8 +67,8 @@ def _not_run_reason(document: Path, code: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory, tiny_itos):
-    """A folder holding a tiny ``wiki-en-sub`` (both directions), to stand in for the bundled models."""
-    return tiny_model_pair(tmp_path_factory.mktemp("bundled"), "wiki-en-sub", tiny_itos)
+    """A folder holding a tiny model under the default's name (both directions), to stand in for the bundled models."""
+    return tiny_model_pair(tmp_path_factory.mktemp("bundled"), DEFAULT_MODEL, tiny_itos)
 
 
 @pytest.fixture(autouse=True)

@@ -692,7 +692,7 @@ def report(weights: list[Path], *, probe_records: Path, fit_records: Path, fit_t
         named = {(f"{card['name']}, forward ({model})" if model == forward_file else model): cells
                  for model, cells in rows.items()}
         card["distillation"].update(frozen_probe={**frozen_probe, "rows": named}, in_fit=in_fit)
-        card_path.write_text(json.dumps(card, indent=1) + "\n")
+        card_path.write_text(json.dumps(card, indent=2))  # as promote_model and lm_eval write bundled cards
 
 
 def main(argv: list[str] | None = None) -> None:
