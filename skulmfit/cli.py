@@ -452,7 +452,7 @@ def cmd_explain(args) -> None:
 
 
 def cmd_models(args) -> None:
-    from .pretrained import available_models, model_card
+    from .pretrained import DEFAULT_MODEL, available_models, model_card
     names = available_models()
     if not names:
         print("no bundled models")
@@ -463,7 +463,8 @@ def cmd_models(args) -> None:
             except ValueError:  # this model has no weights of that direction
                 continue
             sizes = card.get("sizes", {})
-            print(f"{name} ({direction}): {card.get('tokenizer', 'word')} tokenizer, vocabulary "
+            default = ", the default" if name == DEFAULT_MODEL else ""
+            print(f"{name} ({direction}{default}): {card.get('tokenizer', 'word')} tokenizer, vocabulary "
                   f"{sizes.get('vocab_size', '?'):,}, {sizes.get('emb_size')}/{sizes.get('hidden_size')}/"
                   f"{sizes.get('n_layers')} (emb/hidden/layers), {card.get('tokens_seen', 0):,} tokens of "
                   f"{card.get('corpus', '?')}")

@@ -8,6 +8,7 @@ import pytest
 
 import skulmfit
 import skulmfit.cli as cli
+import skulmfit.pretrained
 from skulmfit.cli import main
 
 TEXTS = ["a great film", "an awful film", "great acting", "awful acting", "so great", "so awful"] * 3
@@ -90,7 +91,9 @@ def test_explain_prints_each_text_with_its_token_attributions(model, capsys):
 
 def test_models_lists_the_bundled_models(capsys):
     assert main(["models"]) == 0
-    assert "wiki-en-small (forward)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wiki-en-small (forward)" in out
+    assert f"{skulmfit.pretrained.DEFAULT_MODEL} (forward, the default)" in out
 
 
 def test_pretrain_is_the_pretraining_command(capsys):
