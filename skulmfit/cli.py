@@ -456,6 +456,8 @@ def cmd_models(args) -> None:
     names = available_models()
     if not names:
         print("no bundled models")
+    elif DEFAULT_MODEL in names:
+        print(f"the default model: {DEFAULT_MODEL}")
     for name in names:
         for direction, backwards in (("backward", True), ("forward", False)):
             try:
@@ -463,8 +465,7 @@ def cmd_models(args) -> None:
             except ValueError:  # this model has no weights of that direction
                 continue
             sizes = card.get("sizes", {})
-            default = ", the default" if name == DEFAULT_MODEL else ""
-            print(f"{name} ({direction}{default}): {card.get('tokenizer', 'word')} tokenizer, vocabulary "
+            print(f"{name} ({direction}): {card.get('tokenizer', 'word')} tokenizer, vocabulary "
                   f"{sizes.get('vocab_size', '?'):,}, {sizes.get('emb_size')}/{sizes.get('hidden_size')}/"
                   f"{sizes.get('n_layers')} (emb/hidden/layers), {card.get('tokens_seen', 0):,} tokens of "
                   f"{card.get('corpus', '?')}")

@@ -93,7 +93,7 @@ def test_models_lists_the_bundled_models(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "wiki-en-small (forward)" in out
-    assert f"{skulmfit.pretrained.DEFAULT_MODEL} (forward, the default)" in out
+    assert out.splitlines()[0] == f"the default model: {skulmfit.pretrained.DEFAULT_MODEL}"
 
 
 def test_pretrain_is_the_pretraining_command(capsys):

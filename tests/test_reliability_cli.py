@@ -392,7 +392,8 @@ def test_explain_serves_every_model_kind(classifier, multilabel, regressor, caps
 
 def test_models_lists_both_directions_of_every_bundled_model(capsys):
     assert main(["models"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.startswith("the default model: ")
     for name in skulmfit.available_models():
         assert f"{name} (forward)" in "\n".join(lines)
     assert lines == sorted(lines, key=lambda line: line.split(" (")[0])  # grouped by model

@@ -73,7 +73,8 @@ def test_the_stage_profile_accounts_for_each_stage_of_each_direction(tmp_path, k
                                                                    else ["forward", "backward"])
         for direction in record["directions"]:
             assert direction["lm_fine_tuning"] > 0 and direction["classifier_epochs"] == 4
-            assert direction["classifier"] == pytest.approx(sum(direction["classifier_stages"].values()), abs=0.02)
+            stages = direction["classifier_stages"]  # each value and the total rounded to 0.01 s
+            assert direction["classifier"] == pytest.approx(sum(stages.values()), abs=0.005 * (len(stages) + 1) + 1e-9)
         assert record["seconds"]["fit"] > record["seconds"]["rest_of_fit"] >= 0
         assert record["predicted"] == 12 and 0 <= record["accuracy"] <= 1
     table = out.with_suffix(".md").read_text().splitlines()
