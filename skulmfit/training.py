@@ -236,7 +236,7 @@ def train_classifier(model: TextClassifier, docs: Sequence[np.ndarray], y: np.nd
         history += warm_up_head(model, docs, targets, epochs=head_warmup_epochs, lr=lrs[-1], batch_size=batch_size,
                                 device=device, rng=rng, backwards=backwards, loss_function=loss_function,
                                 class_weight=class_weight, sample_weight=sample_weight, weight_decay=weight_decay,
-                                cut_frac=cut_frac, ratio=ratio, bf16=bf16)
+                                slanted_triangular=slanted_triangular, cut_frac=cut_frac, ratio=ratio, bf16=bf16)
     best_score, best_state, stale = -np.inf, None, 0
     for stage_index, (n_trainable, stage_epochs) in enumerate(stages):
         freeze_to(groups, n_trainable)
@@ -304,16 +304,17 @@ def _classifier_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, 
 def warm_up_head(model: TextClassifier, docs: Sequence[np.ndarray], targets: torch.Tensor, *, epochs: int,
                  lr: float, batch_size: int, device: torch.device, rng: np.random.Generator, backwards: bool,
                  loss_function, class_weight: torch.Tensor | None, sample_weight: torch.Tensor | None,
-                 weight_decay: float, cut_frac: float, ratio: float, bf16: bool) -> list[dict]:
+                 weight_decay: float, slanted_triangular: bool, cut_frac: float, ratio: float,
+                 bf16: bool) -> list[dict]:
     """The head alone fitted to the frozen encoder's pooled features, before gradual unfreezing: the
     linear probe of LP-FT (Kumar et al., 2022), which keeps a randomly initialised head from
     distorting good pretrained features while it is still wrong. The features are computed once,
-    without dropout, so each of the ``epochs`` costs next to nothing; one slanted triangular schedule
-    spans them all. Returns one record per epoch, marked ``frozen_features``."""
+    without dropout, so each of the ``epochs`` costs next to nothing; with ``slanted_triangular`` one
+    schedule spans them all. Returns one record per epoch, marked ``frozen_features``."""
     if len(docs) < 2:  # BatchNorm cannot train on one row
         return []
     features = torch.from_numpy(pooled_features(model, docs, batch_size=batch_size, device=device,
-                                                backwards=backwards, bf16=bf16))
+                                                backwards=backwards, bf16=bf16)).to(device)
     head = model[1]
     optimizer = make_optimizer([[head]], [lr], weight_decay)
     batches_per_epoch = max(1, len(docs) // batch_size)  # so that no batch has a single row
@@ -322,8 +323,9 @@ def warm_up_head(model: TextClassifier, docs: Sequence[np.ndarray], targets: tor
     for _ in range(epochs):
         started, losses = time.perf_counter(), []
         for indices in np.array_split(rng.permutation(len(docs)), batches_per_epoch):
-            set_stlr(optimizer, step, total_steps, cut_frac, ratio)
-            outputs = head(features[indices].to(device))
+            if slanted_triangular:
+                set_stlr(optimizer, step, total_steps, cut_frac, ratio)
+            outputs = head(features[indices])
             losses.append(_classifier_step(head, optimizer, outputs, indices, targets=targets,
                                            loss_function=loss_function, class_weight=class_weight,
                                            sample_weight=sample_weight, what=f"head warm-up, step {step + 1}"))

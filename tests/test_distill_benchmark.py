@@ -246,6 +246,10 @@ def test_a_report_completes_the_cards_with_what_the_distillation_is_judged_on(mo
     assert all(w.read_bytes() == b"weights" for w in students)
     with pytest.raises(SystemExit, match="no records tagged gone"):
         distill.report(students, probe_records=probe, fit_records=fit, fit_tags={"student": "gone"})
+    with pytest.raises(SystemExit, match="no card"):
+        distill.report([tmp_path / "other.fwd.pt"], probe_records=probe, fit_records=fit, fit_tags={"base": "old"})
+    with pytest.raises(SystemExit):  # a tag without its model
+        distill.main(["report", str(students[0]), "--fit-records", str(fit), "--fit-tag", "new"])
 
 
 def test_the_distillation_corpus_is_described_by_its_sources(monkeypatch):

@@ -218,8 +218,8 @@ def test_a_head_warm_up_fits_the_head_alone_to_frozen_features(n_docs):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     history = warm_up_head(model, docs, torch.as_tensor(y), epochs=5, lr=1e-2, batch_size=16, device=torch.device("cpu"),
                            rng=np.random.default_rng(0), backwards=False, loss_function=weighted_cross_entropy,
-                           class_weight=None, sample_weight=None, weight_decay=0.01, cut_frac=0.1, ratio=32.0,
-                           bf16=False)
+                           class_weight=None, sample_weight=None, weight_decay=0.01, slanted_triangular=True,
+                           cut_frac=0.1, ratio=32.0, bf16=False)
     assert len(history) == 5 and all(r["frozen_features"] and r["trainable_groups"] == 1 for r in history)
     assert history[-1]["loss"] < history[0]["loss"]
     after = model.state_dict()
@@ -229,7 +229,7 @@ def test_a_head_warm_up_fits_the_head_alone_to_frozen_features(n_docs):
     one = warm_up_head(model, docs[:1], torch.as_tensor(y[:1]), epochs=5, lr=1e-2, batch_size=16,
                        device=torch.device("cpu"), rng=np.random.default_rng(0), backwards=False,
                        loss_function=weighted_cross_entropy, class_weight=None, sample_weight=None,
-                       weight_decay=0.01, cut_frac=0.1, ratio=32.0, bf16=False)
+                       weight_decay=0.01, slanted_triangular=True, cut_frac=0.1, ratio=32.0, bf16=False)
     assert one == []  # BatchNorm cannot train on one document: no warm-up
 
 

@@ -679,6 +679,8 @@ def report(weights: list[Path], *, probe_records: Path, fit_records: Path, fit_t
               "records": fit_records.name, "rows": fit_summary(fit_records, fit_tags)}
     for path in weights:
         card_path = path.with_suffix(".json")
+        if not card_path.exists():
+            raise SystemExit(f"{path}: no card {card_path.name} beside it")
         card = json.loads(card_path.read_text())
         if "distillation" not in card:
             raise SystemExit(f"{card_path}: not a distilled model's card")
@@ -771,6 +773,8 @@ def main(argv: list[str] | None = None) -> None:
         for weights in args.weights:
             rewrite_card(weights)
     elif args.command == "report":
+        if any("=" not in pair for pair in args.fit_tag):
+            parser.error(f"--fit-tag takes MODEL=TAG pairs, got {args.fit_tag}")
         tags = dict(pair.split("=", 1) for pair in args.fit_tag)
         report(args.weights, probe_records=args.probe, fit_records=args.fit_records, fit_tags=tags)
     else:
