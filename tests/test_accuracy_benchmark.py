@@ -168,3 +168,23 @@ def test_linear_probe_slices_each_pooling_across_both_directions(tiny_weights, t
     assert len(columns["max"]) == 2 * width
     assert np.all(features[:, columns["max"]] >= features[:, columns["mean"]] - 1e-5)
     assert np.all(features[:, columns["max"]] >= features[:, columns["last"]] - 1e-5)
+
+
+def test_long_news_keeps_long_articles_labelled_with_their_first_topic(tmp_path):
+    import csv
+    import gzip
+
+    from benchmarks.common import read_long_news, tuning_split
+    long_text = " ".join(["word"] * 300)
+    rows = [(long_text, "acq earn")] * 130 + [(long_text, "crude")] * 130 + [(long_text, "zinc")] * 4 \
+        + [("too short an article", "acq")] * 5
+    (tmp_path / "reuters").mkdir()
+    with gzip.open(tmp_path / "reuters" / "train.csv.gz", "wt", newline="") as f:
+        csv.writer(f).writerows([("text", "labels"), *rows])
+    texts, labels = read_long_news(tmp_path)
+    assert len(texts) == 264  # the short ones are left out
+    assert list(labels[:130]) == ["acq"] * 130 and labels[130] == "crude"
+    assert list(labels[260:]) == ["other"] * 4  # fewer than 20 long articles begin with zinc
+    pool, pool_labels, held_out, held_out_labels = tuning_split(tmp_path, "news")
+    assert (len(pool), len(held_out)) == (64, 200)
+    assert set(pool_labels) == set(held_out_labels) == {"acq", "crude", "other"}  # stratified

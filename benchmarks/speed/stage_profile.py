@@ -152,7 +152,8 @@ def table(records: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with trec/, sst2/, imdb/")
-    parser.add_argument("--dataset", default="imdb", choices=["imdb", "sst2", "trec"])
+    parser.add_argument("--dataset", default="imdb", choices=["imdb", "sst2", "trec", "news"],
+                        help="news: Reuters-21578 training articles of 300 words or more, labelled with their first topic")
     parser.add_argument("--labels", type=int, default=500)
     parser.add_argument("--predict", type=int, default=500, help="held-out texts to predict")
     parser.add_argument("--configs", nargs="+", default=["forward:1", "forward:2", "both:1", "both:2"],
