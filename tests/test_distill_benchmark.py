@@ -139,6 +139,23 @@ def test_distillation_moves_the_student_towards_the_teacher_and_resumes(distilla
     assert clf.bidirectional_ is False
 
 
+def test_a_continued_student_can_keep_its_projection(distillation_work, tiny_weights, tmp_path):
+    work, wiki = distillation_work
+    settings = dict(teacher="minilm", backwards=False, distill_weight=1.0, batch_size=16, lr=1e-2, wiki_dir=wiki,
+                    checkpoint_minutes=1e9, seed=0)
+    distill.train(work, tmp_path / "first", name="first", init=str(tiny_weights), passages_seen=16 * 30, **settings)
+    first = tmp_path / "first" / "first.fwd.pt"
+    reached = json.loads(first.with_suffix(".json").read_text())["distillation"]["log"][-1]["valid_cosine"]
+    for name, projection in (("fresh", None), ("kept", tmp_path / "first" / "first.fwd.projection.pt")):
+        distill.train(work, tmp_path / name, name=name, init=str(first), passages_seen=16 * 2,
+                      init_projection=projection, **settings)
+    start = {name: json.loads((tmp_path / name / f"{name}.fwd.json").read_text())["distillation"]
+             for name in ("fresh", "kept")}
+    assert start["kept"]["init_projection"].endswith("first.fwd.projection.pt") and "init_projection" not in start["fresh"]
+    assert start["kept"]["log"][0]["valid_cosine"] == pytest.approx(reached, abs=0.02)  # the fp16 weights' rounding
+    assert start["fresh"]["log"][0]["valid_cosine"] < reached - 0.2
+
+
 def test_the_control_arm_trains_the_language_model_alone(distillation_work, tiny_weights_bwd, tmp_path):
     work, wiki = distillation_work
     distill.train(work, tmp_path / "out", name="control", teacher="minilm", init=str(tiny_weights_bwd), backwards=True,

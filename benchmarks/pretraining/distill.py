@@ -366,9 +366,14 @@ class Passages:
 
 def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backwards: bool, distill_weight: float,
           passages_seen: int, batch_size: int, lr: float, wiki_dir: Path, checkpoint_minutes: float, seed: int,
-          epoch_sizes: list[int] | None = None, stop_after: int | None = None) -> None:
+          epoch_sizes: list[int] | None = None, stop_after: int | None = None,
+          init_projection: Path | None = None) -> None:
     """Continues ``init`` on the encoded passages; resumable from ``WORK/runs/NAME.fwd/checkpoint.pt``
     (``NAME.bwd`` for the backward direction).
+
+    The projection to the teacher's space starts at random, or from ``init_projection`` (the
+    ``.projection.pt`` saved beside a student): continuing a distilled student with its own
+    projection keeps the cosine term from pulling its features towards a random one at the start.
 
     Each epoch reads every passage encoded when it starts (its size is recorded, so a resumed run
     replays the same batches): a run may start while ``encode`` is still going. ``epoch_sizes``
@@ -398,13 +403,17 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = json.loads(checkpoint["state"])
     else:
+        if init_projection is not None:
+            projection = torch.load(init_projection, weights_only=True)
+            student.projection.load_state_dict({k: v.float() for k, v in projection.items()})
         state["log"].append(evaluation(student, valid_docs, valid_targets, valid_stream, step=0, seconds=0.0))
         print(json.dumps(state["log"][-1]), flush=True)
     n_steps = passages_seen // batch_size
     last_step = min(n_steps, stop_after or n_steps)
     warmup = min(200, max(1, n_steps // 10))  # steps
     started, last_save = time.perf_counter() - state["seconds"], time.perf_counter()
-    settings = {"name": name, "teacher": teacher, "init": init, "backwards": backwards,
+    settings = {"name": name, "teacher": teacher, "init": init,
+                "init_projection": None if init_projection is None else str(init_projection), "backwards": backwards,
                 "distill_weight": distill_weight, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "planned_passages": n_steps * batch_size, "stop_after": stop_after}
     sampled = None
@@ -533,6 +542,7 @@ def bundle_card(run: dict, init: dict, *, sizes: dict, tokenizer: str) -> dict:
                              "passages_seen": run["passages_seen"], "corpus": run["corpus"],
                              "valid_cosine": run["valid_cosine"], "valid_perplexity_before": init.get("valid_perplexity"),
                              **{key: run[key] for key in settings if key in run},
+                             **({"init_projection": run["init_projection"]} if run.get("init_projection") else {}),
                              "seconds": run["seconds"], "machine": run["machine"], "log": run["log"]}}
 
 
@@ -721,6 +731,8 @@ def main(argv: list[str] | None = None) -> None:
     training.add_argument("--wiki", type=Path, required=True, help="the Wikipedia folder (held-out perplexity)")
     training.add_argument("--teacher", default="minilm", choices=sorted(TEACHERS))
     training.add_argument("--init", default="wiki-en-sub")
+    training.add_argument("--init-projection", type=Path,
+                          help="the projection saved beside --init when it is a student (NAME.fwd.projection.pt)")
     training.add_argument("--backwards", action="store_true")
     training.add_argument("--distill-weight", type=float, default=1.0)
     training.add_argument("--passages-seen", type=int, default=2_000_000)
@@ -766,7 +778,7 @@ def main(argv: list[str] | None = None) -> None:
         train(args.work, args.out, name=args.name, teacher=args.teacher, init=args.init, backwards=args.backwards,
               distill_weight=args.distill_weight, passages_seen=args.passages_seen, batch_size=args.batch_size,
               lr=args.lr, wiki_dir=args.wiki, checkpoint_minutes=args.checkpoint_minutes, seed=args.seed,
-              epoch_sizes=args.epoch_sizes, stop_after=args.stop_after)
+              epoch_sizes=args.epoch_sizes, stop_after=args.stop_after, init_projection=args.init_projection)
     elif args.command == "probe":
         probe(args.work, args.data, args.models, args.labels, args.seeds, args.out)
     elif args.command == "card":
