@@ -65,9 +65,11 @@ def test_the_stage_profile_accounts_for_each_stage_of_each_direction(tmp_path, k
     out = tmp_path / "profile.json"
     stage_profile.main(["--data", str(tmp_path / "data"), "--dataset", "sst2", "--labels", "24", "--predict", "12",
                         "--configs", "forward:1", "both:2", "--settings", tiny, "--pretrained", str(weights),
-                        "--out", str(out)])
+                        "--tfidf", "--out", str(out)])
     records = json.loads(out.read_text())
-    assert [r["config"] for r in records] == ["forward:1", "both:2"]
+    assert [r["config"] for r in records] == ["forward:1", "both:2", "tfidf-lr"]
+    baseline = records.pop()
+    assert baseline["seconds"]["fit"] > 0 and baseline["predicted"] == 12 and 0 <= baseline["accuracy"] <= 1
     for record in records:
         assert [d["direction"] for d in record["directions"]] == (["forward"] if record["config"] == "forward:1"
                                                                    else ["forward", "backward"])
@@ -78,4 +80,5 @@ def test_the_stage_profile_accounts_for_each_stage_of_each_direction(tmp_path, k
         assert record["seconds"]["fit"] > record["seconds"]["rest_of_fit"] >= 0
         assert record["predicted"] == 12 and 0 <= record["accuracy"] <= 1
     table = out.with_suffix(".md").read_text().splitlines()
-    assert len(table) == 4 and "forward:1" in table[2] and "both:2" in table[3]
+    assert len(table) == 5 and "forward:1" in table[2] and "both:2" in table[3]
+    assert table[4].startswith("| sst2 | 24 | tfidf-lr | - | - | 1 |")

@@ -15,7 +15,7 @@ Configurations ``DIRECTIONS:THREADS``: ``forward:1`` (the forward model on one t
 one thread each: the default on two cores). ``--precision`` ``fp32`` and ``bf16`` where the CPU
 computes it. ``--settings`` adds parameter settings (JSON) to compare side by side, ``--minilm`` the
 baseline all-MiniLM-L6-v2 embeddings + logistic regression (C tuned by 5-fold CV) on the same texts:
-encode, tune, predict. Runs alternate between settings, repeat ``--repeats`` times; the JSON keeps
+encode, tune, predict; ``--tfidf`` TF-IDF + logistic regression the same way. Runs alternate between settings, repeat ``--repeats`` times; the JSON keeps
 every run and the markdown table the medians.
 
     python -m benchmarks.speed.stage_profile --data ../shared/data --dataset imdb --labels 500 \\
@@ -96,20 +96,25 @@ def profile_fit(data: Path, dataset: str, labels: int, n_predict: int, config: s
             "accuracy": float(np.mean(predicted == held_out_y)), "machine": machine_description()}
 
 
-def profile_minilm(data: Path, dataset: str, labels: int, n_predict: int, seed: int) -> dict:
-    """all-MiniLM-L6-v2 + logistic regression on the same texts: encode, tune C, predict."""
-    from benchmarks.common import MiniLMLogisticRegression
+BASELINES = ("minilm-lr", "tfidf-lr")
+
+
+def profile_baseline(data: Path, dataset: str, labels: int, n_predict: int, seed: int, config: str) -> dict:
+    """A baseline on the same texts, fit (C tuned by cross-validation) and predict: ``minilm-lr``,
+    all-MiniLM-L6-v2 embeddings + logistic regression (encoding included), or ``tfidf-lr``, word and
+    character n-gram TF-IDF + logistic regression."""
+    from benchmarks.common import MiniLMLogisticRegression, tfidf_lr
     from skulmfit.environment import machine_description
     X, y, X_valid, y_valid = tuning_split(data, dataset)
     sample = label_subset(y, labels, seed)
-    model = MiniLMLogisticRegression(cv=5)
+    model = MiniLMLogisticRegression(cv=5) if config == "minilm-lr" else tfidf_lr(seed, labels)
     started = time.perf_counter()
     model.fit([X[i] for i in sample], y[sample])
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
     predicted = model.predict(X_valid[:n_predict])
     predict_seconds = time.perf_counter() - started
-    return {"dataset": dataset, "labels": labels, "seed": seed, "config": "minilm-lr", "setting": {},
+    return {"dataset": dataset, "labels": labels, "seed": seed, "config": config, "setting": {},
             "seconds": {"fit": round(fit_seconds, 2), "predict": round(predict_seconds, 2)},
             "predicted": n_predict, "accuracy": float(np.mean(predicted == y_valid[:n_predict])),
             "machine": machine_description()}
@@ -136,7 +141,7 @@ def table(records: list[dict]) -> str:
             return statistics.median(get(r) for r in runs)
         fit, predict = median(lambda r: r["seconds"]["fit"]), median(lambda r: r["seconds"]["predict"])
         accuracy = statistics.mean(r["accuracy"] for r in runs)
-        if config == "minilm-lr":
+        if config in BASELINES:
             lines.append(f"| {dataset} | {labels} | {config} | - | - | {len(runs)} | - | - | - | {fit:.1f} | "
                          f"{predict:.1f} | {accuracy:.3f} |")
             continue
@@ -156,11 +161,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="news: Reuters-21578 training articles of 300 words or more, labelled with their first topic")
     parser.add_argument("--labels", type=int, default=500)
     parser.add_argument("--predict", type=int, default=500, help="held-out texts to predict")
-    parser.add_argument("--configs", nargs="+", default=["forward:1", "forward:2", "both:1", "both:2"],
-                        choices=["forward:1", "forward:2", "both:1", "both:2"])
+    parser.add_argument("--configs", nargs="*", default=["forward:1", "forward:2", "both:1", "both:2"],
+                        choices=["forward:1", "forward:2", "both:1", "both:2"],
+                        help="none (--configs alone) runs only the baselines asked for")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     parser.add_argument("--settings", nargs="+", default=["{}"], help="JSON objects of ULMFiTClassifier parameters")
     parser.add_argument("--minilm", action="store_true", help="also time all-MiniLM-L6-v2 + LR (the distill extra)")
+    parser.add_argument("--tfidf", action="store_true", help="also time TF-IDF + LR")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrained", help="another language model than the default (a name or weight file)")
@@ -169,8 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.one:
         run = json.loads(args.one)
-        if run["config"] == "minilm-lr":
-            print(json.dumps(profile_minilm(args.data, run["dataset"], run["labels"], run["predict"], run["seed"])))
+        if run["config"] in BASELINES:
+            print(json.dumps(profile_baseline(args.data, run["dataset"], run["labels"], run["predict"], run["seed"],
+                                              run["config"])))
         else:
             print(json.dumps(profile_fit(args.data, run["dataset"], run["labels"], run["predict"], run["config"],
                                          run["precision"], run["setting"], run["seed"], run.get("pretrained"))))
@@ -183,8 +191,8 @@ def main(argv: list[str] | None = None) -> None:
             "pretrained": args.pretrained}
     runs = [{**base, "config": c, "precision": p, "setting": json.loads(s)}
             for c in args.configs for p in args.precision for s in args.settings]
-    if args.minilm:
-        runs.append({**base, "config": "minilm-lr", "setting": {}})
+    runs.extend({**base, "config": config, "setting": {}}
+                for config, wanted in zip(BASELINES, (args.minilm, args.tfidf)) if wanted)
     records = []
     for repeat in range(args.repeats):
         for run in runs:  # alternating, so that a slow spell of the machine does not favour one run
