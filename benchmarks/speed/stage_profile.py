@@ -15,8 +15,9 @@ Configurations ``DIRECTIONS:THREADS``: ``forward:1`` (the forward model on one t
 one thread each: the default on two cores). ``--precision`` ``fp32`` and ``bf16`` where the CPU
 computes it. ``--settings`` adds parameter settings (JSON) to compare side by side, ``--minilm`` the
 baseline all-MiniLM-L6-v2 embeddings + logistic regression (C tuned by 5-fold CV) on the same texts:
-encode, tune, predict; ``--tfidf`` TF-IDF + logistic regression the same way. Runs alternate between settings, repeat ``--repeats`` times; the JSON keeps
-every run and the markdown table the medians.
+encode, tune, predict; ``--tfidf`` TF-IDF + logistic regression the same way. Runs alternate
+between settings, repeat ``--repeats`` times; the JSON keeps every run and the markdown table the
+medians.
 
     python -m benchmarks.speed.stage_profile --data ../shared/data --dataset imdb --labels 500 \\
         --configs forward:1 both:2 --settings '{}' '{"epochs": 19, "lm_epochs": 2}' --minilm --repeats 3
@@ -156,7 +157,7 @@ def table(records: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="folder with trec/, sst2/, imdb/")
+    parser.add_argument("--data", type=Path, required=True, help="folder with trec/, sst2/, imdb/ (and reuters/ for news)")
     parser.add_argument("--dataset", default="imdb", choices=["imdb", "sst2", "trec", "news"],
                         help="news: Reuters-21578 training articles of 300 words or more, labelled with their first topic")
     parser.add_argument("--labels", type=int, default=500)
