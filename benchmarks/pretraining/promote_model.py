@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("weights", type=Path, help="a .fwd.pt or .bwd.pt file with its .json card beside it")
     parser.add_argument("name", help="the bundled name, e.g. wiki-en-sub")
-    parser.add_argument("--folder", type=Path, default=WEIGHTS)
+    parser.add_argument("--folder", type=Path, default=WEIGHTS, help="made if missing (a pair to validate, say)")
     parser.add_argument("--status", help="what the model is and the figures it was chosen on (kept if absent)")
     args = parser.parse_args()
     lm = load_weights(args.weights)  # refuses anything that is not a skulmfit weight file
@@ -35,6 +35,7 @@ def main() -> None:
     if target.exists() and target.samefile(args.weights):  # already bundled: a new status only
         card.update(name=args.name, file=target.name, sha256=sha256(target))
     else:
+        args.folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.weights, target)
         card.update(name=args.name, file=target.name, sha256=sha256(target), promoted_from=args.weights.name)
     if args.status:
