@@ -152,8 +152,33 @@ def test_a_continued_student_can_keep_its_projection(distillation_work, tiny_wei
     start = {name: json.loads((tmp_path / name / f"{name}.fwd.json").read_text())["distillation"]
              for name in ("fresh", "kept")}
     assert start["kept"]["init_projection"].endswith("first.fwd.projection.pt") and "init_projection" not in start["fresh"]
-    assert start["kept"]["log"][0]["valid_cosine"] == pytest.approx(reached, abs=0.02)  # the fp16 weights' rounding
-    assert start["fresh"]["log"][0]["valid_cosine"] < reached - 0.2
+    began = {name: card["log"][2] for name, card in start.items()}  # after the first run's steps 0 and 30
+    assert began["kept"]["valid_cosine"] == pytest.approx(reached, abs=0.02)  # the fp16 weights' rounding
+    assert began["fresh"]["valid_cosine"] < reached - 0.2
+
+
+def test_a_continued_students_card_describes_the_whole_distillation(distillation_work, tiny_weights, tmp_path):
+    """Begun from the first run's model, passages and seconds over both runs, the checkpoints in one
+    sequence, each run's own record under runs; the corpus is not named twice."""
+    from skulmfit.pretrained import sha256
+    work, wiki = distillation_work
+    settings = dict(teacher="minilm", backwards=False, distill_weight=1.0, batch_size=16, lr=1e-2, wiki_dir=wiki,
+                    checkpoint_minutes=1e9, seed=0)
+    distill.train(work, tmp_path / "first", name="first", init=str(tiny_weights), passages_seen=16 * 30, **settings)
+    first = tmp_path / "first" / "first.fwd.pt"
+    distill.train(work, tmp_path / "more", name="more", init=str(first), passages_seen=16 * 4,
+                  init_projection=tmp_path / "first" / "first.fwd.projection.pt", **settings)
+    earlier = json.loads(first.with_suffix(".json").read_text())
+    card = json.loads((tmp_path / "more" / "more.fwd.json").read_text())
+    whole = card["distillation"]
+    assert whole["init"]["sha256"] == sha256(tiny_weights) == earlier["distillation"]["init"]["sha256"]
+    assert whole["valid_perplexity_before"] == earlier["distillation"]["valid_perplexity_before"]
+    assert whole["passages_seen"] == 16 * 34 and [e["step"] for e in whole["log"]] == [0, 30, 30, 34]
+    assert whole["seconds"] == earlier["distillation"]["seconds"] + whole["runs"][1]["seconds"]
+    assert [run["init"]["sha256"] for run in whole["runs"]] == [sha256(tiny_weights), sha256(first)]
+    assert [run["passages_seen"] for run in whole["runs"]] == [480, 64] and "log" not in whole["runs"][1]
+    assert whole["valid_cosine"] == whole["log"][-1]["valid_cosine"]
+    assert card["corpus"] == earlier["corpus"] and card["corpus"].count("distilled on") == 1
 
 
 def test_the_control_arm_trains_the_language_model_alone(distillation_work, tiny_weights_bwd, tmp_path):

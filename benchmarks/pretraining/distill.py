@@ -22,7 +22,10 @@ Step by step (each command resumes where it stopped and writes under ``WORK``, o
     # 6. and with what the distillation is judged on: bits/char before, every probed arm, in-fit accuracy
     python -m benchmarks.pretraining.distill report skulmfit/weights/en-distilled.*.pt \
         --fit-records benchmarks/accuracy/results/tune_defaults.jsonl \
-        --fit-tag en-distilled=distill-fit-mix-w32-both wiki-en-sub=distill-fit-base-both
+        --fit-tag en-distilled=distill-fit-w32-more-both wiki-en-sub=distill-fit-base-both
+    #    a student continued (--init a student's weights, --init-projection its projection) has a card
+    #    that describes the whole distillation: begun from the first run's model, every run's passages
+    #    and checkpoints in one sequence, each run's own record under distillation.runs
 
 ``corpus`` writes ``WORK/passages.txt`` (one passage per line, in encoding order: the first chunks
 are a uniform sample of the whole corpus, so a run stopped early still has one) and
@@ -535,15 +538,39 @@ def bundle_card(run: dict, init: dict, *, sizes: dict, tokenizer: str) -> dict:
             **{key: init[key] for key in ("dropouts", "tokens_seen", "seconds", "machine", "training", "log")
                if key in init}}
     settings = ("distill_weight", "batch_size", "lr", "seed", "planned_passages", "stop_after", "epoch_sizes")
-    return {"name": run["name"], "direction": run["direction"], **base,
-            "corpus": f"{init.get('corpus', 'unknown')}; then distilled on {passages_description(run['corpus'])}",
-            "valid_perplexity": run["valid_perplexity"],
-            "distillation": {"teacher": run["teacher"], "init": {"name": init.get("name"), "sha256": init.get("sha256")},
-                             "passages_seen": run["passages_seen"], "corpus": run["corpus"],
-                             "valid_cosine": run["valid_cosine"], "valid_perplexity_before": init.get("valid_perplexity"),
-                             **{key: run[key] for key in settings if key in run},
-                             **({"init_projection": run["init_projection"]} if run.get("init_projection") else {}),
-                             "seconds": run["seconds"], "machine": run["machine"], "log": run["log"]}}
+    distillation = {"teacher": run["teacher"], "init": {"name": init.get("name"), "sha256": init.get("sha256")},
+                    "passages_seen": run["passages_seen"], "corpus": run["corpus"],
+                    "valid_cosine": run["valid_cosine"], "valid_perplexity_before": init.get("valid_perplexity"),
+                    **{key: run[key] for key in settings if key in run},
+                    **({"init_projection": run["init_projection"]} if run.get("init_projection") else {}),
+                    "seconds": run["seconds"], "machine": run["machine"], "log": run["log"]}
+    corpus = f"{init.get('corpus', 'unknown')}; then distilled on {passages_description(run['corpus'])}"
+    if "distillation" in init:  # a student continued: one distillation, in several runs
+        distillation = continued_distillation(init["distillation"], distillation)
+        corpus = init["corpus"] if init["corpus"].endswith(corpus.split("; then ")[-1]) else corpus
+    return {"name": run["name"], "direction": run["direction"], **base, "corpus": corpus,
+            "valid_perplexity": run["valid_perplexity"], "distillation": distillation}
+
+
+def continued_distillation(earlier: dict, latest: dict) -> dict:
+    """A card's ``distillation`` when its run continued a student: the distillation as a whole.
+
+    ``init`` and ``valid_perplexity_before`` are the first run's (the model the distillation began
+    from), ``passages_seen`` and ``seconds`` add up over the runs, the checkpoints run on from the
+    earlier ones (steps and seconds counted from the first run's start; runs of one batch size), the
+    rest is the latest run's; ``runs`` keeps each run's own record without its checkpoints.
+    """
+    def record(run: dict) -> dict:  # without checkpoints, and without what distill.py report added
+        return {k: v for k, v in run.items() if k not in ("log", "runs", "before", "frozen_probe", "in_fit")}
+
+    runs = earlier.get("runs") or [record(earlier)]
+    steps = earlier["passages_seen"] // earlier["batch_size"]
+    log = earlier["log"] + [{**entry, "step": entry["step"] + steps, "seconds": entry["seconds"] + earlier["seconds"]}
+                            for entry in latest["log"]]  # its step 0: where it began (a fresh projection shows)
+    return {**latest, "init": earlier["init"], "valid_perplexity_before": earlier["valid_perplexity_before"],
+            "passages_seen": earlier["passages_seen"] + latest["passages_seen"],
+            "seconds": earlier["seconds"] + latest["seconds"], "log": log,
+            "runs": runs + [record(latest)]}
 
 
 def passages_description(corpus: dict) -> str:
