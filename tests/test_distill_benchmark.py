@@ -155,6 +155,10 @@ def test_a_continued_student_can_keep_its_projection(distillation_work, tiny_wei
     began = {name: card["log"][2] for name, card in start.items()}  # after the first run's steps 0 and 30
     assert began["kept"]["valid_cosine"] == pytest.approx(reached, abs=0.02)  # the fp16 weights' rounding
     assert began["fresh"]["valid_cosine"] < reached - 0.2
+    for wrong, message in ((tmp_path / "missing.pt", "no such file"), (first, "give the projection saved beside")):
+        with pytest.raises(SystemExit, match=message):  # a weight file is not a projection
+            distill.train(work, tmp_path / "wrong", name="wrong", init=str(first), passages_seen=16 * 2,
+                          init_projection=wrong, **settings)
 
 
 def test_a_continued_students_card_describes_the_whole_distillation(distillation_work, tiny_weights, tmp_path):

@@ -407,8 +407,7 @@ def train(work: Path, out: Path, *, name: str, teacher: str, init: str, backward
         state = json.loads(checkpoint["state"])
     else:
         if init_projection is not None:
-            projection = torch.load(init_projection, weights_only=True)
-            student.projection.load_state_dict({k: v.float() for k, v in projection.items()})
+            load_projection(student.projection, init_projection)
         state["log"].append(evaluation(student, valid_docs, valid_targets, valid_stream, step=0, seconds=0.0))
         print(json.dumps(state["log"][-1]), flush=True)
     n_steps = passages_seen // batch_size
@@ -492,6 +491,21 @@ def write_student(out: Path, student: Student, work: Path, settings: dict, state
     (out / f"{stem}.json").write_text(json.dumps({**card, "file": f"{stem}.pt", "sha256": checksum}, indent=1) + "\n")
 
 
+def load_projection(projection, path: Path) -> None:
+    """Loads a saved ``.projection.pt`` into the student's ``projection``, or stops with what is wrong."""
+    import torch
+    if not Path(path).is_file():
+        raise SystemExit(f"--init-projection {path}: no such file")
+    saved = torch.load(path, weights_only=True)
+    expected = {k: tuple(v.shape) for k, v in projection.state_dict().items()}
+    found = ({k: tuple(getattr(v, "shape", ())) for k, v in saved.items()} if isinstance(saved, dict)
+             else type(saved).__name__)
+    if found != expected:
+        raise SystemExit(f"--init-projection {path}: holds {found}, but this student's projection is {expected} "
+                         "(give the projection saved beside --init)")
+    projection.load_state_dict({k: v.float() for k, v in saved.items()})
+
+
 def rewrite_card(weights: Path) -> None:
     """Rewrites the card beside ``weights`` (and inside it) in :func:`bundle_card`'s layout; the
     weights are unchanged, the file's checksum is the new one."""
@@ -544,10 +558,12 @@ def bundle_card(run: dict, init: dict, *, sizes: dict, tokenizer: str) -> dict:
                     **{key: run[key] for key in settings if key in run},
                     **({"init_projection": run["init_projection"]} if run.get("init_projection") else {}),
                     "seconds": run["seconds"], "machine": run["machine"], "log": run["log"]}
-    corpus = f"{init.get('corpus', 'unknown')}; then distilled on {passages_description(run['corpus'])}"
+    added = f"then distilled on {passages_description(run['corpus'])}"
+    corpus = f"{init.get('corpus', 'unknown')}; {added}"
     if "distillation" in init:  # a student continued: one distillation, in several runs
         distillation = continued_distillation(init["distillation"], distillation)
-        corpus = init["corpus"] if init["corpus"].endswith(corpus.split("; then ")[-1]) else corpus
+        if init["corpus"].endswith(added):  # the same passages again: named once
+            corpus = init["corpus"]
     return {"name": run["name"], "direction": run["direction"], **base, "corpus": corpus,
             "valid_perplexity": run["valid_perplexity"], "distillation": distillation}
 
