@@ -22,7 +22,7 @@ Step by step (each command resumes where it stopped and writes under ``WORK``, o
     # 6. and with what the distillation is judged on: bits/char before, every probed arm, in-fit accuracy
     python -m benchmarks.pretraining.distill report skulmfit/weights/en-distilled.*.pt \
         --fit-records benchmarks/accuracy/results/tune_defaults.jsonl \
-        --fit-tag en-distilled=distill-fit-w32-more-both wiki-en-sub=distill-fit-base-both
+        --fit-tag en-distilled=distill-fit-mixmore-mm wiki-en-sub=distill-fit-base-both
     #    a student continued (--init a student's weights, --init-projection its projection) has a card
     #    that describes the whole distillation: begun from the first run's model, every run's passages
     #    and checkpoints in one sequence, each run's own record under distillation.runs
